@@ -1,0 +1,1 @@
+"""Benchmarks: `ratlm bench layer` (one mixer) and, later, whole-model generation."""

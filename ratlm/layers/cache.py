@@ -1,0 +1,178 @@
+"""Per-layer decode caches. Each holds only what its mixer's definition needs, per batch row.
+
+Rows may have seen different numbers of tokens (left-padded batches): `seen` counts real tokens per
+row. Buffers grow by doubling unless the cache was made with `max_length`, which fixes its capacity:
+feeding more tokens than that raises a ValueError.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def needs_graph(*tensors):
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def scatter_tokens(buf, start, src):
+    """buf[b, :, start[b] + j] = src[b, :, j] (dim 2). In place, unless autograd must see it."""
+    B, H, n, dh = src.shape
+    idx = (start[:, None] + torch.arange(n, device=src.device)).view(B, 1, n, 1).expand(B, H, n, dh)
+    if needs_graph(buf, src):
+        return buf.scatter(2, idx, src.to(buf.dtype))
+    return buf.scatter_(2, idx, src.to(buf.dtype))
+
+
+class LayerCache:
+    """Base: token counts, capacity checks, byte accounting and batch reordering."""
+
+    def __init__(self, batch_size, max_length=None, device=None):
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.seen = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.max_length = max_length
+        self.max_seen = 0  # python-side upper bound of seen.max(), avoids device syncs
+        self.uniform = True  # every row has seen the same number of tokens
+
+    @property
+    def batch_size(self):
+        return self.seen.shape[0]
+
+    def check_batch(self, B):
+        if B != self.batch_size:
+            raise ValueError(f"input has batch size {B} but the cache was made for {self.batch_size}; "
+                             "make a new cache for this batch")
+
+    def reserve(self, n_new):
+        """Raise if n_new more tokens would not fit; returns the new upper bound of tokens seen."""
+        total = self.max_seen + n_new
+        if self.max_length is not None and total > self.max_length:
+            raise ValueError(f"cache capacity exceeded: it holds at most {self.max_length} tokens and "
+                             f"{total} were fed; create it with a larger max_length (or none)")
+        return total
+
+    def advance(self, lengths, n_new):
+        """Count the tokens of one call: lengths (B,) real tokens per row, or None for all n_new."""
+        if lengths is None:
+            self.seen = self.seen + n_new
+        else:
+            self.seen = self.seen + lengths
+            self.uniform = False
+        self.max_seen += n_new
+
+    def tensors(self):
+        return {}
+
+    def nbytes(self):
+        """Bytes of live state (what the definition needs for the tokens seen so far)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+    _buffers = ()  # names of the per-row state tensors (batch first)
+
+    def reorder(self, index):
+        """Keep rows `index`, in that order (beam search)."""
+        for name in self._buffers:
+            setattr(self, name, getattr(self, name).index_select(0, index))
+        self.seen = self.seen.index_select(0, index)
+        self.uniform = bool((self.seen == self.seen[0]).all()) if len(self.seen) else True
+        self.max_seen = int(self.seen.max()) if len(self.seen) else 0
+
+    @staticmethod
+    def _grow(buf, needed):
+        """Buffer with at least `needed` slots along dim 2 (doubling), old content kept."""
+        cap = buf.shape[2]
+        if needed <= cap:
+            return buf
+        new_cap = max(needed, 2 * cap, 16)
+        out = buf.new_zeros(*buf.shape[:2], new_cap, *buf.shape[3:])
+        out[:, :, :cap] = buf
+        return out
+
+
+class RATCache(LayerCache):
+    """Final (k~, v~) of every completed chunk (keys already rotated) + the running pair (float32)."""
+
+    _buffers = ("keys", "values", "running")
+
+    def __init__(self, batch_size, num_heads, head_dim, chunk_size, max_length=None, device=None,
+                 dtype=torch.float32, state_dtype=torch.float32):
+        super().__init__(batch_size, max_length, device)
+        self.chunk_size = chunk_size
+        cap = 0 if max_length is None else -(-max_length // chunk_size) + 1
+        self.keys = torch.zeros(batch_size, num_heads, cap, head_dim, device=device, dtype=dtype)
+        self.values = torch.zeros_like(self.keys)
+        self.running = torch.zeros(batch_size, 2, num_heads * head_dim, device=device, dtype=state_dtype)
+
+    @property
+    def chunks(self):
+        return self.seen // self.chunk_size
+
+    @property
+    def max_chunks(self):
+        return self.max_seen // self.chunk_size
+
+    def ensure(self, n_chunks):
+        self.keys = self._grow(self.keys, n_chunks)
+        self.values = self._grow(self.values, n_chunks)
+
+    def tensors(self):
+        c = self.max_chunks
+        return {"keys": self.keys[:, :, :c], "values": self.values[:, :, :c], "running": self.running}
+
+
+class KVCache(LayerCache):
+    """Keys (rotated) and values of every token seen."""
+
+    _buffers = ("keys", "values")
+
+    def __init__(self, batch_size, num_heads, head_dim, max_length=None, device=None, dtype=torch.float32):
+        super().__init__(batch_size, max_length, device)
+        cap = max_length + 1 if max_length else 0
+        self.keys = torch.zeros(batch_size, num_heads, cap, head_dim, device=device, dtype=dtype)
+        self.values = torch.zeros_like(self.keys)
+
+    def ensure(self, n):
+        self.keys = self._grow(self.keys, n)
+        self.values = self._grow(self.values, n)
+
+    def tensors(self):
+        n = self.max_seen
+        return {"keys": self.keys[:, :, :n], "values": self.values[:, :, :n]}
+
+
+class WindowCache(KVCache):
+    """Ring buffer of the last `window` keys/values: token at position p sits in slot p mod window.
+
+    The query at position p reads keys p - window .. p; the window keys before it live here.
+    """
+
+    def __init__(self, batch_size, num_heads, head_dim, window, max_length=None, device=None,
+                 dtype=torch.float32):
+        LayerCache.__init__(self, batch_size, max_length, device)
+        self.window = window
+        self.keys = torch.zeros(batch_size, num_heads, window, head_dim, device=device, dtype=dtype)
+        self.values = torch.zeros_like(self.keys)
+
+    def slot_positions(self):
+        """(B, window) absolute position held by each slot, or -1 if empty."""
+        W = self.window
+        s = torch.arange(W, device=self.seen.device)
+        last = self.seen[:, None] - 1
+        pos = last - torch.remainder(last - s, W)
+        return torch.where(pos >= 0, pos, torch.full_like(pos, -1))
+
+    def tensors(self):
+        n = min(self.max_seen, self.window)
+        return {"keys": self.keys[:, :, :n], "values": self.values[:, :, :n]}
+
+
+class RNNCache(LayerCache):
+    """The recurrent state (float32)."""
+
+    _buffers = ("state",)
+
+    def __init__(self, batch_size, hidden_size, max_length=None, device=None, state_dtype=torch.float32):
+        super().__init__(batch_size, max_length, device)
+        self.state = torch.zeros(batch_size, hidden_size, device=device, dtype=state_dtype)
+
+    def tensors(self):
+        return {"state": self.state}

@@ -1,0 +1,152 @@
+"""What every mixer shares: argument checks, backend choice, padding masks, the three ways to run."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+BACKENDS = ("naive", "torch", "flex")
+
+
+def resolve_backend(backend=None):
+    """'naive' (per-token reference loops), 'torch' (fast plain PyTorch, any device) or 'flex'
+    (flex_attention, used on CUDA). None reads RATLM_BACKEND, else picks 'flex' on CUDA when it
+    is available at run time and 'torch' otherwise ('auto')."""
+    backend = backend or os.environ.get("RATLM_BACKEND") or "auto"
+    if backend not in BACKENDS + ("auto",):
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} or auto")
+    return backend
+
+
+def flex_available():
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except Exception:  # pragma: no cover - old torch
+        return False
+    return True
+
+
+def compact(x, mask):
+    """Move each row's real tokens (mask True) to the front, keeping their order.
+
+    Returns (x_compact (B, T', ...), lengths (B,), order (B, T)) with T' the longest row.
+    """
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    lengths = mask.sum(1)
+    Tc = int(lengths.max()) if mask.numel() else 0
+    idx = order[:, :Tc].reshape(*order.shape[:1], Tc, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+    return x.gather(1, idx), lengths, order
+
+
+def uncompact(y, lengths, order, T):
+    """Inverse of `compact`: rows back to their places, zeros at padded positions."""
+    B, Tc = y.shape[:2]
+    valid = torch.arange(Tc, device=y.device)[None] < lengths[:, None]
+    y = y * valid.reshape(B, Tc, *([1] * (y.dim() - 2))).to(y.dtype)
+    if Tc < T:
+        y = torch.cat([y, y.new_zeros(B, T - Tc, *y.shape[2:])], 1)
+    idx = order.reshape(B, T, *([1] * (y.dim() - 2))).expand_as(y)
+    return torch.zeros_like(y).scatter(1, idx, y)
+
+
+class Mixer(nn.Module):
+    """A sequence mixer (B, T, D) -> (B, T, D). Pre-norm and residual belong to the block.
+
+    Three ways to run, giving the same numbers:
+      mixer(x)                          parallel over the whole sequence (training);
+      mixer(x, cache=c)                 prefill any length into the cache, then more prefill or
+                                        single-token decode steps, with c = mixer.init_cache(B);
+      mixer(x, attention_mask=m)        m: (B, T) with 0 at padding (left padding, typically);
+                                        padded positions change nothing and output zeros.
+    """
+
+    def __init__(self, hidden_size, num_heads, backend=None):
+        super().__init__()
+        if not isinstance(hidden_size, int) or hidden_size < 1:
+            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
+        if not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}; "
+                             "choose num_heads that divides it")
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.backend = resolve_backend(backend)
+
+    def _backend_for(self, x):
+        if self.backend != "auto":
+            return self.backend
+        return "flex" if x.is_cuda and flex_available() else "torch"
+
+    def _check(self, x, cache, attention_mask):
+        if not torch.is_tensor(x) or x.dim() != 3:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"expected input of shape (batch, length, {self.hidden_size}), got {shape}")
+        if x.shape[-1] != self.hidden_size:
+            raise ValueError(f"input width is {x.shape[-1]} but the mixer was built for {self.hidden_size}")
+        if not x.is_floating_point():
+            raise ValueError(f"input must be a floating-point tensor (float32 or bfloat16), got {x.dtype}; "
+                             "embed token ids first")
+        if x.shape[1] == 0:
+            raise ValueError("input has length 0; feed at least one token")
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"attention_mask must have shape (batch, length) = {tuple(x.shape[:2])}, "
+                             f"got {tuple(attention_mask.shape)}")
+        if cache is not None:
+            cache.check_batch(x.shape[0])
+
+    def forward(self, x, cache=None, attention_mask=None):
+        self._check(x, cache, attention_mask)
+        mask = None if attention_mask is None else attention_mask.bool()
+        if mask is not None and bool(mask.all()):
+            mask = None
+        if mask is None:
+            return self._run(x, cache, None)
+        T = x.shape[1]
+        xc, lengths, order = compact(x, mask)
+        if xc.shape[1] == 0:  # nothing but padding
+            return torch.zeros_like(x)
+        return uncompact(self._run(xc, cache, lengths), lengths, order, T)
+
+    def _run(self, x, cache, lengths):
+        """x: right-padded rows, `lengths` real tokens each (None: all)."""
+        backend = self._backend_for(x)
+        if cache is None:
+            return self._naive(x) if backend == "naive" else self._parallel(x, backend)
+        cache.reserve(x.shape[1])
+        if backend == "naive":  # token by token through the decode step
+            outs = []
+            for t in range(x.shape[1]):
+                active = None if lengths is None else t < lengths
+                outs.append(self._step(x[:, t : t + 1], cache, active))
+            return torch.cat(outs, 1)
+        if x.shape[1] == 1 and lengths is None:
+            return self._step(x, cache, None)
+        return self._prefill(x, cache, lengths)
+
+    # subclasses implement:
+    def init_cache(self, batch_size, max_length=None, device=None, dtype=None):
+        raise NotImplementedError
+
+    def _naive(self, x):
+        raise NotImplementedError
+
+    def _parallel(self, x, backend):
+        raise NotImplementedError
+
+    def _prefill(self, x, cache, lengths):
+        raise NotImplementedError
+
+    def _step(self, x, cache, active):
+        raise NotImplementedError
+
+    def extra_repr(self):
+        return f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, backend={self.backend}"
+
+
+def gather_rows(t, index):
+    """t[b, index[b]] for t (B, T, ...) and index (B,) -> (B, ...)."""
+    idx = index.view(-1, 1, *([1] * (t.dim() - 2))).expand(-1, 1, *t.shape[2:])
+    return t.gather(1, idx)[:, 0]

@@ -1,0 +1,221 @@
+"""The RAT mixer: gated recurrence inside chunks of length L, softmax attention across chunks.
+
+    z, v, g, q, k = in_proj(x)            q, k have G*dh channels, tiled to D (head h -> group h mod G)
+    v~, k~ = gated scan of v, k within each chunk (gate sigmoid(g + b), float32)
+    y_t = softmax(q_t . [K_prev ; k~_t] / sqrt(dh)) [V_prev ; v~_t]    K_prev: final keys of earlier chunks
+    out = out_proj(sigmoid(z) * y)
+
+Chunk-level RoPE rotates q_t and k~_t by their chunk index. Since q_t and its own k~_t share that
+index, their product needs no rotation; only queries and the final keys of chunks are rotated.
+The full definition is in the spec (docs of the project); `ratlm.ops.naive.naive_rat` follows it
+token by token.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..ops.dtypes import acc_dtype, up
+from ..ops.chunk_attention import chunk_attention, decode_attention
+from ..ops.naive import naive_rat
+from ..ops.rope import apply_rope, rope_cos_sin
+from ..ops.scan import gated_scan
+from .cache import RATCache, scatter_tokens
+from .common import Mixer, gather_rows
+
+NEVER = 1 << 60  # chunk index of an empty memory slot: no query ever sees it
+
+
+def init_gate_bias(bias, span):
+    """b = log(u), u ~ Uniform(1, span - 1): gates start with time constants between 2 and span."""
+    with torch.no_grad():
+        if span > 2:
+            bias.copy_(torch.empty_like(bias, dtype=torch.float32).uniform_(1, span - 1).log())
+        else:
+            bias.zero_()
+
+
+class RAT(Mixer):
+    def __init__(self, hidden_size, num_heads, chunk_size=16, qk_groups=2, position_encoding="rope",
+                 rope_theta=10000.0, backend=None):
+        super().__init__(hidden_size, num_heads, backend)
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        if not isinstance(qk_groups, int) or qk_groups < 1 or num_heads % qk_groups:
+            raise ValueError(f"num_heads {num_heads} must be divisible by qk_groups {qk_groups!r}; "
+                             "choose qk_groups among the divisors of num_heads")
+        if position_encoding not in ("rope", "nope"):
+            raise ValueError(f"position_encoding must be 'rope' or 'nope', got {position_encoding!r}")
+        if position_encoding == "rope" and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head width, got {self.head_dim}; use position_encoding='nope'")
+        self.chunk_size = chunk_size
+        self.qk_groups = qk_groups
+        self.rope = position_encoding == "rope"
+        self.rope_theta = rope_theta
+        self.qk_dim = qk_groups * self.head_dim
+        D = hidden_size
+        self.in_proj = nn.Linear(D, 3 * D + 2 * self.qk_dim, bias=False)
+        self.gate_bias = nn.Parameter(torch.zeros(D))
+        self.out_proj = nn.Linear(D, D, bias=False)
+        init_gate_bias(self.gate_bias, chunk_size)
+
+    def extra_repr(self):
+        return (f"{super().extra_repr()}, chunk_size={self.chunk_size}, qk_groups={self.qk_groups}, "
+                f"position_encoding={'rope' if self.rope else 'nope'}")
+
+    def init_cache(self, batch_size, max_length=None, device=None, dtype=None):
+        p = self.out_proj.weight
+        dtype = dtype or p.dtype
+        return RATCache(batch_size, self.num_heads, self.head_dim, self.chunk_size, max_length,
+                        device=device or p.device, dtype=dtype, state_dtype=acc_dtype(dtype))
+
+    # pieces ------------------------------------------------------------------------------------
+    def _project(self, x):
+        D, Q = self.hidden_size, self.qk_dim
+        z, v, g, q, k = self.in_proj(x).split([D, D, D, Q, Q], -1)
+        return z, v, up(g) + up(self.gate_bias), q, k
+
+    def _tile(self, t):
+        """(..., G*dh) -> (..., D): the whole group vector repeated, head h uses group h mod G."""
+        reps = self.num_heads // self.qk_groups
+        return t if reps == 1 else t.repeat(*([1] * (t.dim() - 1)), reps)
+
+    def _rotate(self, t, chunk):
+        """t: (B, N, H, dh) rotated by chunk index (B or 1, N)."""
+        if not self.rope:
+            return t
+        cos, sin = rope_cos_sin(chunk.clamp(max=1 << 30), self.head_dim, self.rope_theta, dtype=t.dtype)
+        return apply_rope(t, cos[:, :, None], sin[:, :, None])
+
+    def _out(self, z, y, dtype):
+        return self.out_proj((torch.sigmoid(up(z)) * y).to(dtype))
+
+    # the three ways to run ----------------------------------------------------------------------
+    def _naive(self, x):
+        z, v, u, q, k = self._project(x)
+        y = naive_rat(z, v, u, q, k, self.num_heads, self.chunk_size, self.rope, self.rope_theta)
+        return self.out_proj(y.to(x.dtype))
+
+    def _parallel(self, x, backend):
+        z, v, u, q, k = self._project(x)
+        h = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], self.chunk_size)
+        if backend == "flex":
+            from .flex import rat_flex_attention
+            y = rat_flex_attention(self, q, h)
+        else:
+            y, _ = self._attend(q, h, 0)
+        return self._out(z, y, x.dtype)
+
+    def _prefill(self, x, cache, lengths):
+        B, T, _ = x.shape
+        L = self.chunk_size
+        z, v, u, q, k = self._project(x)
+        start = cache.max_seen if cache.uniform else cache.seen
+        fresh = cache.uniform and cache.max_seen % L == 0  # no running pair to carry
+        h = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], L, start=start,
+                       initial=None if fresh else cache.running)
+        y, (keys, values) = self._attend(q, h, start, cache)
+        # completed chunks go to memory (slots past a row's count hold nothing it will read)
+        cache.ensure(cache.max_chunks + keys.shape[1] + 1)
+        chunks = cache.chunks
+        cache.keys = scatter_tokens(cache.keys, chunks, keys.transpose(1, 2))
+        cache.values = scatter_tokens(cache.values, chunks, values.transpose(1, 2))
+        last = (torch.full((B,), T, device=x.device) if lengths is None else lengths) - 1
+        running = gather_rows(h, last.clamp(min=0))
+        if lengths is not None:
+            running = torch.where((lengths > 0)[:, None, None], running, cache.running)
+        cache.running = running
+        cache.advance(lengths, T)
+        return self._out(z, y, x.dtype)
+
+    def _step(self, x, cache, active):
+        B = x.shape[0]
+        H, dh, L = self.num_heads, self.head_dim, self.chunk_size
+        z, v, u, q, k = self._project(x[:, 0])
+        n = cache.seen
+        prev = cache.running
+        if L == 1:
+            prev = torch.zeros_like(prev)
+        elif not cache.uniform:
+            prev = prev * (n % L != 0)[:, None, None]
+        elif cache.max_seen % L == 0:
+            prev = torch.zeros_like(prev)
+        kv = up(torch.stack([self._tile(k), v], 1))
+        h = torch.addcmul(torch.sigmoid(-u)[:, None] * kv, torch.sigmoid(u)[:, None], prev)
+        kt, vt = h[:, 0].view(B, H, 1, dh), h[:, 1].view(B, H, 1, dh)
+        qh = self._tile(q).view(B, 1, H, dh)
+        scale = 1.0 / math.sqrt(dh)
+        self_score = (up(qh.transpose(1, 2)) * kt).sum(-1) * scale  # (B, H, 1)
+        chunk = (n // L)[:, None]  # (B, 1)
+        qr = self._rotate(qh, chunk).transpose(1, 2)
+        cmax = cache.max_chunks
+        valid = None if cache.uniform else torch.arange(cmax, device=x.device)[None] < chunk
+        y = decode_attention(qr, cache.keys[:, :, :cmax], cache.values[:, :, :cmax], self_score, vt, valid, scale)
+        # a chunk that ends here joins the memory
+        if not cache.uniform or (cache.max_seen + 1) % L == 0:
+            cache.ensure(cmax + 1)
+            kr = self._rotate(kt.transpose(1, 2).to(x.dtype), chunk).transpose(1, 2)
+            cache.keys = scatter_tokens(cache.keys, chunk[:, 0], kr)
+            cache.values = scatter_tokens(cache.values, chunk[:, 0], vt.to(x.dtype))
+        if active is not None:  # rows without a token this step keep their state
+            h = torch.where(active[:, None, None], h, cache.running)
+        cache.running = h
+        cache.advance(None if active is None else active.long(), 1)
+        return self._out(z[:, None], y.reshape(B, 1, H * dh), x.dtype)
+
+    # inter-chunk attention ------------------------------------------------------------------------
+    def _attend(self, q, h, start, cache=None):
+        """Attention of every token over earlier chunks' final pairs (memory) and its own running pair.
+
+        q: (B, T, G*dh); h: (B, T, 2, D) running (k~, v~) at absolute positions start + t (start: int
+        or (B,) tensor). Returns y (B, T, D) float32 and the final pairs of the chunks completed in
+        this call, (keys rotated (B, Cn, H, dh), values (B, Cn, H, dh)), in chunk order per row.
+        """
+        B, T = h.shape[:2]
+        H, dh, L = self.num_heads, self.head_dim, self.chunk_size
+        dev = h.device
+        dtype = q.dtype
+        kt = h[:, :, 0].view(B, T, H, dh)
+        vt = h[:, :, 1].view(B, T, H, dh)
+        qh = self._tile(q).view(B, T, H, dh)
+        scale = 1.0 / math.sqrt(dh)
+        self_score = (up(qh) * kt).sum(-1).transpose(1, 2) * scale  # (B, H, T)
+        ar = torch.arange(T, device=dev)
+        if isinstance(start, int):
+            q_chunk = ((start + ar) // L)[None]
+            first = L - 1 - start % L
+            keys, values = kt[:, first::L], vt[:, first::L]
+            e_chunk = (start + first) // L + torch.arange(keys.shape[1], device=dev)[None]
+        else:
+            pos = start[:, None] + ar
+            q_chunk = pos // L
+            first = L - 1 - start % L  # (B,) index of the first chunk end in this call
+            n_ends = (T + L - 1 - int(first.min())) // L
+            idx = first[:, None] + L * torch.arange(n_ends, device=dev)
+            ok = idx < T
+            keys = gather_rows_many(kt, idx.clamp(max=T - 1))
+            values = gather_rows_many(vt, idx.clamp(max=T - 1))
+            e_chunk = torch.where(ok, (start[:, None] + idx) // L, NEVER)
+        keys = self._rotate(keys.to(dtype), e_chunk)
+        values = values.to(dtype)
+        qr = self._rotate(qh, q_chunk)
+        mem_k, mem_v, k_chunk = keys.transpose(1, 2), values.transpose(1, 2), e_chunk
+        if cache is not None and cache.max_chunks > 0:
+            cmax = cache.max_chunks
+            slots = torch.arange(cmax, device=dev)[None]
+            c_chunk = torch.where(slots < cache.chunks[:, None], slots, NEVER)
+            mem_k = torch.cat([cache.keys[:, :, :cmax], mem_k], 2)
+            mem_v = torch.cat([cache.values[:, :, :cmax], mem_v], 2)
+            k_chunk = torch.cat([c_chunk, k_chunk.expand(B, -1)], 1)
+        y = chunk_attention(qr.transpose(1, 2), mem_k, mem_v, self_score, vt.transpose(1, 2),
+                            q_chunk, k_chunk, scale)
+        return y.transpose(1, 2).reshape(B, T, H * dh), (keys, values)
+
+
+def gather_rows_many(t, idx):
+    """t[b, idx[b, j]] for t (B, T, ...) and idx (B, N) -> (B, N, ...)."""
+    B, N = idx.shape
+    i = idx.reshape(B, N, *([1] * (t.dim() - 2))).expand(B, N, *t.shape[2:])
+    return t.gather(1, i)

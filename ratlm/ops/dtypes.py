@@ -1,0 +1,14 @@
+"""Accumulation precision."""
+from __future__ import annotations
+
+import torch
+
+
+def acc_dtype(dtype):
+    """float32 for float32/bf16/fp16, float64 for float64: where states and softmax are computed."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def up(t):
+    """t in its accumulation dtype: float32 for float32/bf16/fp16 inputs, float64 stays float64."""
+    return t.to(acc_dtype(t.dtype))

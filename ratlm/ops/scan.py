@@ -1,0 +1,169 @@
+"""The gated linear scan: h_t = g_t * h_(t-1) + (1 - g_t) * x_t, restarting at chunk boundaries.
+
+Exact and stable: only products and sums of numbers the recurrence itself multiplies (no division,
+no logarithms), so gates at 0 or 1 are fine. Work is O(T) with O(block * log_block T) Python steps:
+tokens are split into blocks that are scanned in parallel, then the block carries are scanned the
+same way (recursively) and added back. When chunks are short and aligned, each chunk is one block
+and there are no carries at all.
+
+The backward is another scan of the same kind run in reverse (the adjoint recurrence), and saves
+only the inputs and the output.
+"""
+from __future__ import annotations
+
+import torch
+
+from .dtypes import up
+
+BLOCK = 16  # tokens per block in the hierarchical scan
+MAX_ALIGNED_CHUNK = 64  # chunks up to this length are scanned directly, one chunk per block
+
+
+def _block_scan(a, b):
+    """Scan each block from a zero state. a: (B, N, s, *Fa), b: (B, N, s, *F).
+
+    Returns the states h (like b) and the running products A (like a): h_j = a_j h_(j-1) + b_j and
+    A_j = a_0 ... a_j, so that a nonzero state c before the block adds A_j * c.
+    """
+    h = torch.empty_like(b)
+    A = torch.empty_like(a)
+    h[:, :, 0] = b[:, :, 0]
+    A[:, :, 0] = a[:, :, 0]
+    for j in range(1, b.shape[2]):
+        torch.addcmul(b[:, :, j], a[:, :, j], h[:, :, j - 1], out=h[:, :, j])
+        torch.mul(A[:, :, j - 1], a[:, :, j], out=A[:, :, j])
+    return h, A
+
+
+def linear_scan(a, b, h0=None):
+    """h_t = a_t * h_(t-1) + b_t along dim 1, h_(-1) = h0 (or 0). a broadcastable to b. No autograd."""
+    B, T = b.shape[:2]
+    if T <= BLOCK:
+        h = torch.empty_like(b)
+        prev = h0
+        for t in range(T):
+            prev = b[:, t] if prev is None else torch.addcmul(b[:, t], a[:, t], prev)
+            h[:, t] = prev
+        return h
+    pad = (-T) % BLOCK
+    if pad:  # padding at the end never touches earlier states
+        a = torch.cat([a, a.new_ones(a.shape[0], pad, *a.shape[2:])], 1)
+        b = torch.cat([b, b.new_zeros(B, pad, *b.shape[2:])], 1)
+    N = (T + pad) // BLOCK
+    h, A = _block_scan(a.reshape(a.shape[0], N, BLOCK, *a.shape[2:]), b.reshape(B, N, BLOCK, *b.shape[2:]))
+    # carries: state at the end of each block, given the carries before it
+    ends = linear_scan(A[:, :, -1], h[:, :, -1], h0)
+    carry = torch.cat([b.new_zeros(B, 1, *b.shape[2:]) if h0 is None else h0[:, None], ends[:, :-1]], 1)
+    h = h.addcmul_(A, carry[:, :, None])
+    return h.reshape(B, N * BLOCK, *b.shape[2:])[:, :T]
+
+
+def _aligned_scan(g, x1, L):
+    """Chunks of length L starting at token 0, each scanned from zero: h = (B, T, *F)."""
+    B, T = x1.shape[:2]
+    pad = (-T) % L
+    if pad:
+        g = torch.cat([g, g.new_zeros(g.shape[0], pad, *g.shape[2:])], 1)
+        x1 = torch.cat([x1, x1.new_zeros(B, pad, *x1.shape[2:])], 1)
+    C = (T + pad) // L
+    gv = g.reshape(g.shape[0], C, L, *g.shape[2:])
+    h = x1.reshape(B, C, L, *x1.shape[2:]).clone()
+    for j in range(1, L):
+        h[:, :, j].addcmul_(gv[:, :, j], h[:, :, j - 1])
+    return h.reshape(B, C * L, *x1.shape[2:])[:, :T]
+
+
+def _aligned_scan_reverse(g, d, L):
+    """Adjoint of `_aligned_scan`: r_t = d_t + g_(t+1) r_(t+1) within each chunk."""
+    B, T = d.shape[:2]
+    pad = (-T) % L
+    if pad:
+        g = torch.cat([g, g.new_zeros(g.shape[0], pad, *g.shape[2:])], 1)
+        d = torch.cat([d, d.new_zeros(B, pad, *d.shape[2:])], 1)
+    C = (T + pad) // L
+    gv = g.reshape(g.shape[0], C, L, *g.shape[2:])
+    r = d.reshape(B, C, L, *d.shape[2:]).clone()
+    for j in range(L - 2, -1, -1):
+        r[:, :, j].addcmul_(gv[:, :, j + 1], r[:, :, j + 1])
+    return r.reshape(B, C * L, *d.shape[2:])[:, :T]
+
+
+def _shift_right(h, first):
+    """(h_(-1) = first, h_0, ..., h_(T-2)) along dim 1."""
+    return torch.cat([first[:, None].expand(h.shape[0], 1, *h.shape[2:]), h[:, :-1]], 1)
+
+
+class _GatedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, u, keep, h0, L):
+        # keep: float 0/1 (B, T, 1, ...) or None; zero where the state restarts.
+        # L: chunk length for the aligned fast path (keep and h0 are None then), else None.
+        x32 = up(x)
+        g = torch.sigmoid(up(u)).to(x32.dtype)
+        x1 = torch.sigmoid(-up(u)).to(x32.dtype) * x32  # (1 - g) x without cancellation near g = 1
+        if L is not None:
+            h = _aligned_scan(g, x1, L)
+        else:
+            a = g if keep is None else g * keep
+            h = linear_scan(a, x1, None if h0 is None else h0.to(x32.dtype))
+        ctx.save_for_backward(x, u, keep, h0, h)
+        ctx.L = L
+        return h
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, u, keep, h0, h = ctx.saved_tensors
+        L = ctx.L
+        dh = up(dh)
+        g = torch.sigmoid(up(u)).to(dh.dtype)
+        one_minus_g = torch.sigmoid(-up(u)).to(dh.dtype)
+        if L is not None:
+            r = _aligned_scan_reverse(g, dh, L)
+            # state before each token, zero at chunk starts
+            T = h.shape[1]
+            prev = _shift_right(h, h.new_zeros(h.shape[0], *h.shape[2:]))
+            starts = torch.arange(T, device=h.device) % L == 0
+            prev[:, starts] = 0
+        else:
+            a = g if keep is None else g * keep
+            a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1)
+            r = linear_scan(a_next.flip(1), dh.flip(1)).flip(1)
+            first = h.new_zeros(h.shape[0], *h.shape[2:]) if h0 is None else h0.to(h.dtype).expand_as(h[:, 0])
+            prev = _shift_right(h, first)
+            if keep is not None:
+                prev = prev * keep
+        dx = (r * one_minus_g).to(x.dtype)
+        du = r * (prev - x.to(h.dtype)) * g * one_minus_g
+        du = du.sum_to_size(u.shape).to(u.dtype)
+        dh0 = None
+        if h0 is not None and ctx.needs_input_grad[3]:
+            a0 = g[:, 0] if keep is None else g[:, 0] * keep[:, 0]
+            dh0 = (r[:, 0] * a0).sum_to_size(h0.shape).to(h0.dtype)
+        return dx, du, None, dh0, None
+
+
+def gated_scan(x, gate_logits, chunk_size=None, start=None, initial=None):
+    """h_t = g_t * h_(t-1) + (1 - g_t) * x_t with g = sigmoid(gate_logits), in float32
+    (float64 for float64 inputs).
+
+    x: (B, T, *F), gate_logits broadcastable to x (computed in float32 whatever x's dtype).
+    chunk_size: restart the state at every absolute position that is a multiple of it (None: never).
+    start: tokens already seen per row before x_0 (int or (B,) tensor): sets where chunks begin.
+    initial: (B, *F) state before x_0 (ignored where x_0 begins a chunk).
+    Returns (B, T, *F) in float32 (float64 for float64 x). Differentiable in x, gate_logits and initial.
+    """
+    if x.dim() < 2:
+        raise ValueError(f"gated_scan needs x of shape (B, T, ...), got {tuple(x.shape)}")
+    B, T = x.shape[:2]
+    no_start = start is None or (isinstance(start, int) and chunk_size is not None and start % chunk_size == 0)
+    if chunk_size is not None and no_start and initial is None and chunk_size <= MAX_ALIGNED_CHUNK:
+        return _GatedScan.apply(x, gate_logits, None, None, int(chunk_size))
+    keep = None
+    if chunk_size is not None:
+        pos = torch.arange(T, device=x.device)[None]
+        if start is not None:
+            st = torch.as_tensor(start, device=x.device)
+            pos = pos + (st[:, None] if st.dim() else st)
+        keep = (pos % chunk_size != 0).to(up(x).dtype)
+        keep = keep.reshape(*keep.shape, *([1] * (x.dim() - 2)))
+    return _GatedScan.apply(x, gate_logits, keep, initial, None)

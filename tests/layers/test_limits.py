@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+from conftest import make, run_split
+from ratlm.layers import RAT, RNN
+from ratlm.ops.naive import naive_attention, naive_gated_scan, tile_groups
+
+
+def _x(B, T, seed=1):
+    return torch.randn(B, T, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("G", [1, 2])
+def test_chunk_size_1_is_attention_over_gated_pairs(G):
+    m = make("rat", chunk_size=1, qk_groups=G)
+    x = _x(2, 20)
+    z, v, u, q, k = m._project(x)
+    g = torch.sigmoid(u)
+    y = naive_attention(tile_groups(q, 32), (1 - g) * tile_groups(k, 32), (1 - g) * v, 4)
+    torch.testing.assert_close(m(x), m.out_proj(torch.sigmoid(z) * y), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("L", [20, 64])
+def test_chunk_size_at_least_length_is_gated_rnn(L):
+    """One chunk: the softmax has one term, y = v~; the same weights in an RNN give the same output."""
+    m = make("rat", chunk_size=L, qk_groups=2)
+    x = _x(2, 20)
+    rnn = RNN(32).double()
+    with torch.no_grad():
+        rnn.in_proj.weight.copy_(m.in_proj.weight[: 3 * 32])
+        rnn.gate_bias.copy_(m.gate_bias)
+        rnn.out_proj.weight.copy_(m.out_proj.weight)
+    torch.testing.assert_close(m(x), rnn(x), rtol=1e-10, atol=1e-12)
+    z, v, u, _, _ = m._project(x)
+    torch.testing.assert_close(m(x), m.out_proj(torch.sigmoid(z) * naive_gated_scan(v, u)), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["rat", "attention", "window", "rnn"])
+def test_naive_backend_with_cache_and_padding(kind):
+    m = make(kind)
+    x = _x(2, 11)
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[0, :4] = 0
+    fast = m(x, cache=m.init_cache(2), attention_mask=mask)
+    m.backend = "naive"
+    slow = m(x, cache=m.init_cache(2), attention_mask=mask)
+    torch.testing.assert_close(slow, fast, rtol=1e-10, atol=1e-12)
+
+
+def test_backend_from_environment(monkeypatch):
+    monkeypatch.setenv("RATLM_BACKEND", "naive")
+    assert RAT(32, 4).backend == "naive"
+    monkeypatch.setenv("RATLM_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="unknown backend"):
+        RAT(32, 4)
+
+
+def test_flex_forward_matches_on_cpu():
+    """The CUDA attention path (flex_attention) computes the same numbers; on CPU it runs eagerly."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    for kind, kw in [("rat", {"chunk_size": 4}), ("window", {"window": 5})]:
+        m = make(kind, dtype=torch.float32, **kw)
+        x = _x(2, 40).float()
+        with torch.no_grad():
+            ref = m(x)
+            m.backend = "flex"
+            out = m(x)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_reorder_selects_rows():
+    m = make("rat", chunk_size=4)
+    x = _x(3, 10)
+    c = m.init_cache(3)
+    m(x, cache=c)
+    c.reorder(torch.tensor([2, 0]))
+    nxt = _x(2, 5, seed=3)
+    y = m(nxt, cache=c)
+    ref = m(torch.cat([x[[2, 0]], nxt], 1))[:, 10:]
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_cache_bytes_rat_is_attention_over_L():
+    T, L = 256, 16
+    rat, att = make("rat", chunk_size=L, dtype=torch.float32), make("attention", dtype=torch.float32)
+    x = _x(1, T).float()
+    with torch.no_grad():
+        c_rat, c_att = rat.init_cache(1), att.init_cache(1)
+        rat(x, cache=c_rat)
+        att(x, cache=c_att)
+    assert c_att.nbytes() == 2 * T * 32 * 4
+    assert c_rat.nbytes() == c_att.nbytes() // L + 2 * 32 * 4  # + the running pair
+
+
+@pytest.mark.slow
+def test_bfloat16_long_sequence_stays_finite():
+    torch.manual_seed(0)
+    m = RAT(64, 4, chunk_size=16).to(torch.bfloat16)
+    x = torch.randn(1, 65536, 64, dtype=torch.bfloat16, requires_grad=True)
+    y = m(x)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    y.float().square().mean().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_bfloat16_matches_float32_loosely():
+    m = make("rat", chunk_size=4, dtype=torch.float32)
+    x = _x(2, 40).float()
+    ref = m(x)
+    out = m.to(torch.bfloat16)(x.bfloat16())
+    dec, cache = run_split(m, x.bfloat16(), [7, 8, 9])
+    assert cache.running.dtype == torch.float32  # bf16 model, float32 state
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(dec.float(), out.float(), rtol=0.05, atol=0.05)

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from ratlm.ops import chunk_attention as ca
+
+
+def dense_reference(q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
+    s = q @ k.transpose(-1, -2) * scale
+    visible = k_chunk[:, None, :] < q_chunk[:, :, None]
+    s = s.masked_fill(~visible[:, None], float("-inf"))
+    p = torch.cat([s, self_score[..., None]], -1).softmax(-1)
+    return p[..., :-1] @ v + p[..., -1:] * self_value
+
+
+def _case(B, H, Tq, Nk, dh, L, offsets, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+         for s in [(B, H, Tq, dh), (B, H, Nk, dh), (B, H, Nk, dh), (B, H, Tq), (B, H, Tq, dh)]]
+    q_chunk = torch.arange(Tq)[None] // L + torch.tensor(offsets)[:, None]
+    k_chunk = torch.arange(Nk)[None].expand(B, Nk)
+    return t, q_chunk, k_chunk
+
+
+@pytest.mark.parametrize("block", [7, 64, 512])
+@pytest.mark.parametrize("B,H,Tq,Nk,dh,L,offsets", [
+    (2, 3, 50, 12, 8, 4, [0, 1]),
+    (1, 2, 130, 8, 4, 16, [0]),
+    (2, 2, 64, 0, 4, 16, [0, 0]),
+    (2, 2, 300, 75, 8, 4, [0, 3]),
+    (1, 1, 33, 33, 4, 1, [0]),
+])
+def test_matches_dense_reference(monkeypatch, block, B, H, Tq, Nk, dh, L, offsets):
+    monkeypatch.setattr(ca, "QUERY_BLOCK", block)
+    inputs, qc, kc = _case(B, H, Tq, Nk, dh, L, offsets)
+    ref = dense_reference(*inputs, qc, kc, 0.3)
+    out = ca.chunk_attention(*inputs, qc, kc, 0.3)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(ref)
+    needs = [t for t in inputs if t.numel()]
+    for a, b in zip(torch.autograd.grad(out, needs, grad), torch.autograd.grad(ref, needs, grad)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_invisible_memory_slots_are_ignored():
+    """Slots with a huge chunk index (empty cache slots) take no part, whatever they hold."""
+    inputs, qc, kc = _case(2, 2, 20, 10, 4, 4, [0, 0])
+    kc = kc.clone()
+    kc[1, 3:6] = 1 << 60
+    out = ca.chunk_attention(*inputs, qc, kc, 0.5)
+    q, k, v, ss, sv = (t.detach().clone() for t in inputs)
+    k[1, :, 3:6] = 1e6
+    v[1, :, 3:6] = -1e6
+    out2 = ca.chunk_attention(q, k, v, ss, sv, qc, kc, 0.5)
+    torch.testing.assert_close(out.detach(), out2)
+
+
+def test_blocks_skip_the_masked_half():
+    """Each query block reads only keys of chunks before its last query: about half of T x C."""
+    T, L = 4096, 16
+    qc = (torch.arange(T) // L)[None]
+    kc = torch.arange(T // L)[None]
+    blocks = ca._query_blocks(qc, kc, T, heads=8)
+    read = sum((i1 - i0) * kend for i0, i1, _, kend in blocks)
+    assert read <= 0.6 * T * (T // L)
+    for i0, i1, kfull, kend in blocks:
+        assert kend == int(qc[0, i1 - 1])  # exactly the keys some query of the block sees
+        assert kfull == int(qc[0, i0])  # and the mask only covers the block's own triangle
+        assert (i1 - i0) * kend * 8 <= ca.MAX_BLOCK_ELEMS
+
+
+def test_float32_against_float64():
+    inputs, qc, kc = _case(2, 4, 200, 40, 16, 4, [0, 2])
+    ref = dense_reference(*inputs, qc, kc, 0.25)
+    out = ca.chunk_attention(*(t.detach().float() for t in inputs), qc, kc, 0.25)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_decode_attention_matches_dense():
+    inputs, _, kc = _case(2, 3, 1, 9, 8, 1, [0, 0])
+    q, k, v, ss, sv = (t.detach() for t in inputs)
+    valid = torch.tensor([[True] * 9, [True] * 5 + [False] * 4])
+    qc = torch.tensor([[9], [5]])
+    ref = dense_reference(q, k, v, ss, sv, qc, kc, 0.4)
+    out = ca.decode_attention(q, k, v, ss, sv, valid, 0.4)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from ratlm.ops.naive import naive_gated_scan
+from ratlm.ops.scan import gated_scan
+
+
+def _inputs(B, T, F, gate_scale=1.0, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, *F, generator=g, dtype=dtype)
+    u = torch.randn(B, T, 1, *F[1:], generator=g, dtype=dtype) * gate_scale
+    return x, u
+
+
+def _grads(out, inputs, seed=1):
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    grads = torch.autograd.grad(out, inputs, g, allow_unused=True)
+    return [torch.zeros_like(t) if d is None else d for t, d in zip(inputs, grads)]
+
+
+@pytest.mark.parametrize("T", [1, 5, 16, 37, 100, 300])
+@pytest.mark.parametrize("L", [None, 1, 4, 16, 100])
+def test_scan_matches_reference_values_and_grads(T, L):
+    x, u = _inputs(2, T, (2, 6))
+    x.requires_grad_(), u.requires_grad_()
+    ref = naive_gated_scan(x, u, L)
+    out = gated_scan(x, u, L)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(_grads(out, [x, u]), _grads(ref, [x, u])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("L", [4, 16, 100])
+def test_scan_float32_against_float64_reference(L):
+    x, u = _inputs(2, 257, (2, 8))
+    ref = naive_gated_scan(x, u, L)
+    out = gated_scan(x.float(), u.float(), L)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("start", [3, 16, [5, 0, 13]])
+@pytest.mark.parametrize("L", [None, 4, 16, 100])
+def test_scan_with_start_and_initial_state(start, L):
+    B, T = 3, 41
+    x, u = _inputs(B, T, (2, 5))
+    h0 = torch.randn(B, 2, 5, dtype=torch.float64)
+    for t in (x, u, h0):
+        t.requires_grad_()
+    starts = start if isinstance(start, list) else [start] * B
+    ref = torch.cat([naive_gated_scan(x[b : b + 1], u[b : b + 1], L, starts[b], h0[b : b + 1]) for b in range(B)])
+    st = torch.tensor(start) if isinstance(start, list) else start
+    out = gated_scan(x, u, L, start=st, initial=h0)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(_grads(out, [x, u, h0]), _grads(ref, [x, u, h0])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("gate_scale", [20.0, 60.0])
+@pytest.mark.parametrize("L", [None, 16])
+def test_scan_stable_for_saturated_gates(gate_scale, L):
+    """Gates at 0 and 1 (logits of +-20 to +-60): finite, and float32 within 1e-5 of float64."""
+    x, u = _inputs(2, 200, (2, 8), gate_scale=gate_scale)
+    u[:, ::7] = 80.0  # g == 1 in float32: the state is carried unchanged
+    ref = naive_gated_scan(x, u, L)
+    xf, uf = x.float().requires_grad_(), u.float().requires_grad_()
+    out = gated_scan(xf, uf, L)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    gx, gu = _grads(out, [xf, uf])
+    assert torch.isfinite(gx).all() and torch.isfinite(gu).all()
+
+
+def test_scan_bfloat16_input_keeps_float32_state():
+    x, u = _inputs(1, 64, (4,), dtype=torch.float32)
+    out = gated_scan(x.bfloat16(), u, 16)
+    assert out.dtype == torch.float32
+    ref = naive_gated_scan(x.bfloat16().double(), u.double(), 16)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
