@@ -76,6 +76,46 @@ class LayerCache:
         self.uniform = bool((self.seen == self.seen[0]).all()) if len(self.seen) else True
         self.max_seen = int(self.seen.max()) if len(self.seen) else 0
 
+    # the per-layer protocol of transformers' Cache (so a model-level cache can hold these directly)
+    is_compileable = False
+    is_croppable = False
+    is_sliding = False
+    supports_early_init = False
+
+    def reorder_cache(self, beam_idx):
+        self.reorder(beam_idx.long().to(self.seen.device))
+
+    def batch_select_indices(self, indices):
+        self.reorder(torch.arange(self.batch_size, device=self.seen.device)[indices])
+
+    def batch_repeat_interleave(self, repeats):
+        self.reorder(torch.arange(self.batch_size, device=self.seen.device).repeat_interleave(repeats))
+
+    def crop(self, tokens_to_remove):
+        if tokens_to_remove:
+            raise ValueError("a recurrent cache cannot be cropped (tokens cannot be taken back)")
+
+    def reset(self):
+        for name in self._buffers:
+            getattr(self, name).zero_()
+        self.seen.zero_()
+        self.max_seen = 0
+        self.uniform = True
+
+    def offload(self):
+        self._move("cpu")
+
+    def prefetch(self):
+        pass
+
+    def _move(self, device):
+        for name in self._buffers:
+            setattr(self, name, getattr(self, name).to(device))
+        self.seen = self.seen.to(device)
+
+    def get_max_length(self):
+        return -1 if self.max_length is None else self.max_length
+
     @staticmethod
     def _grow(buf, needed):
         """Buffer with at least `needed` slots along dim 2 (doubling), old content kept."""

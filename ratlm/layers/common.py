@@ -59,6 +59,8 @@ class Mixer(nn.Module):
                                         single-token decode steps, with c = mixer.init_cache(B);
       mixer(x, attention_mask=m)        m: (B, T) with 0 at padding (left padding, typically);
                                         padded positions change nothing and output zeros.
+    `lengths` (B,) instead of a mask says the rows are already packed to the left (right padding):
+    row b's tokens are x[b, :lengths[b]] (a model packs once for all its layers).
     """
 
     def __init__(self, hidden_size, num_heads, backend=None):
@@ -97,8 +99,10 @@ class Mixer(nn.Module):
         if cache is not None:
             cache.check_batch(x.shape[0])
 
-    def forward(self, x, cache=None, attention_mask=None):
+    def forward(self, x, cache=None, attention_mask=None, lengths=None):
         self._check(x, cache, attention_mask)
+        if lengths is not None:
+            return self._run(x, cache, lengths)
         mask = None if attention_mask is None else attention_mask.bool()
         if mask is not None and bool(mask.all()):
             mask = None
