@@ -1,14 +1,17 @@
-"""`ratlm bench ...`: the benchmark subcommands."""
+"""`ratlm bench layer` and `ratlm bench generate`."""
 from __future__ import annotations
 
+import json
+import os
 import sys
+from dataclasses import asdict
 
 from ..cli import CLIError, csv_list
 
 
 def register(sub):
     p = sub.add_parser("bench", help="measure speed: one layer, or whole-model generation")
-    bsub = p.add_subparsers(dest="bench_cmd", metavar="{layer}")
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{layer,generate}")
     b = bsub.add_parser("layer", help="train / prefill / decode-step latency of each mixer, with ratios against attention",
                         description="Train (fwd+bwd), prefill and one decode step for each mixer, measured in the "
                                     "same run; prints medians and ratios against attention, writes JSON and a PNG.")
@@ -21,32 +24,85 @@ def register(sub):
     b.add_argument("--hidden", type=int, help="model width D")
     b.add_argument("--heads", type=int, help="number of heads")
     b.add_argument("--batch", type=int, help="batch size (ignored with --token-budget)")
-    b.add_argument("--token-budget", type=int, help="keep batch x length at this many tokens")
+    b.add_argument("--token-budget", type=int, help="keep batch x length at this many tokens (the paper's setting)")
     b.add_argument("--window", type=int, default=1024, help="sliding window W for swa (default 1024)")
     b.add_argument("--qk-groups", type=int, default=2, help="RAT query/key groups (default 2)")
-    b.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: float32 on CPU, bfloat16 on CUDA")
-    b.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    b.add_argument("--warmup", type=int, default=1)
-    b.add_argument("--repeats", type=int, default=3)
+    _common(b)
     b.add_argument("--compile", action="store_true", help="torch.compile the layers (CUDA)")
-    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    b.add_argument("--out", default="runs/bench", help="folder for bench_layer.json and bench_layer.png")
-    p.set_defaults(func=_run_bench)
+    b.set_defaults(func=_run_layer)
+
+    g = bsub.add_parser("generate", help="whole-model generation throughput and time to first token per variant",
+                        description="Prefill a random prompt and decode greedily with each model variant (random "
+                                    "weights), in the same run; prints tokens/s, time to first token, cache size and "
+                                    "ratios against attention; writes JSON and a PNG.")
+    g.add_argument("--variants", type=csv_list(str),
+                   help="comma list of attention, rat, ratN, rnn, attention-swa, rat-swa (default: all five)")
+    g.add_argument("--size", default=None, choices=["tiny", "small", "xl"],
+                   help="model size preset (default: small on CPU (6 x 512), xl on CUDA)")
+    g.add_argument("--prompt-len", type=int, default=4096, help="context length before decoding (default 4096)")
+    g.add_argument("--new-tokens", type=int, default=64, help="tokens decoded per run (default 64)")
+    g.add_argument("--batch", type=int, default=8, help="rows decoded together (default 8)")
+    g.add_argument("--max-batch", action="store_true",
+                   help="double the batch until memory runs out (or --batch-limit) and report the largest that ran")
+    g.add_argument("--batch-limit", type=int, default=4096, help="upper bound for --max-batch")
+    _common(g)
+    g.set_defaults(func=_run_generate)
+    p.set_defaults(func=lambda args: (_ for _ in ()).throw(CLIError("choose what to benchmark: `ratlm bench layer` "
+                                                                      "or `ratlm bench generate`")))
 
 
-def _run_bench(args):
-    if args.bench_cmd != "layer":
-        raise CLIError("choose what to benchmark: `ratlm bench layer`")
+def _common(p):
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default="runs/bench", help="folder for the JSON and PNG (default runs/bench)")
+
+
+def _setup(args):
     import torch
-    from tqdm import tqdm
-
-    from . import layer as bl
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CLIError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    if args.repeats < 1 or args.warmup < 0:
+        raise CLIError("--repeats must be >= 1 and --warmup >= 0")
+    return device
+
+
+def _progress():
+    from tqdm import tqdm
+
+    return lambda **kw: tqdm(**kw, file=sys.stderr)
+
+
+def _meta(args, device, **extra):
+    import torch
+
+    from .layer import device_name
+
+    return {"device": device, "device_name": device_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "warmup": args.warmup, "repeats": args.repeats,
+            "command": "ratlm " + " ".join(sys.argv[1:]), **extra}
+
+
+def _save(out, name, results, meta, plot):
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "results": [asdict(r) for r in results]}, f, indent=1)
+    png = os.path.join(out, f"{name}.png")
+    plot(results, png, meta)
+    print(f"wrote {path} and {png}")
+
+
+def _run_layer(args):
+    from . import layer as bl
+
+    device = _setup(args)
     preset = dict(bl.PRESETS[args.preset or ("paper" if device.startswith("cuda") else "cpu")])
     opts = {k: getattr(args, k) if getattr(args, k) is not None else preset.get(k)
             for k in ("mixers", "lengths", "hidden", "heads", "batch", "token_budget", "dtype")}
@@ -56,24 +112,50 @@ def _run_bench(args):
     if bad:
         raise CLIError(f"unknown mode(s) {', '.join(bad)}: use train, prefill, decode")
     for m in opts["mixers"]:
-        try:
-            bl.parse_mixer(m, args.window)
-        except ValueError as e:
-            raise CLIError(str(e))
+        bl.parse_mixer(m, args.window)
     if opts["hidden"] % opts["heads"]:
         raise CLIError(f"--hidden {opts['hidden']} is not divisible by --heads {opts['heads']}")
+    if any(n < 1 for n in opts["lengths"]):
+        raise CLIError("--lengths must be positive")
     if "attention" not in opts["mixers"]:
         opts["mixers"] = ["attention", *opts["mixers"]]  # ratios need it
     results = bl.run(mixers=opts["mixers"], lengths=opts["lengths"], modes=args.modes, hidden=opts["hidden"],
                      heads=opts["heads"], batch=opts["batch"] or 1, token_budget=opts["token_budget"],
                      window=args.window, qk_groups=args.qk_groups, dtype=opts["dtype"], device=device,
-                     warmup=args.warmup, repeats=args.repeats, compile=args.compile,
-                     progress=lambda **kw: tqdm(**kw, file=sys.stderr))
-    meta = {"hidden": opts["hidden"], "heads": opts["heads"], "dtype": opts["dtype"], "device": device,
-            "device_name": bl.device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "window": args.window, "qk_groups": args.qk_groups, "warmup": args.warmup, "repeats": args.repeats,
-            "command": "ratlm " + " ".join(sys.argv[1:])}
+                     warmup=args.warmup, repeats=args.repeats, compile=args.compile, progress=_progress())
+    meta = _meta(args, device, hidden=opts["hidden"], heads=opts["heads"], dtype=opts["dtype"], window=args.window,
+                 qk_groups=args.qk_groups)
     print(f"# {meta['device_name']}, torch {meta['torch']}, D={meta['hidden']}, {meta['heads']} heads, {meta['dtype']}")
     print(bl.table(results))
-    path, png = bl.save(results, args.out, meta)
-    print(f"wrote {path} and {png}")
+    for mode in args.modes:
+        for T in opts["lengths"]:
+            for m in opts["mixers"]:
+                if m.startswith("rat"):
+                    L = bl.parse_mixer(m, args.window)[2]["chunk_size"]
+                    ideal = bl.ideal_ratio(results, mode, T, L)
+                    if ideal:
+                        print(f"ideal attention/{m} ratio for {mode} at {T} (RNN time + attention core / {L}): {ideal:.2f}x")
+    _save(args.out, "bench_layer", results, meta, bl.plot)
+
+
+def _run_generate(args):
+    from . import generate as bg
+
+    device = _setup(args)
+    size = args.size or ("xl" if device.startswith("cuda") else "small")
+    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    variants = args.variants or bg.VARIANTS
+    from ..models.presets import preset_kwargs
+
+    for v in variants:
+        preset_kwargs(f"{v}-{size}")  # one clear line for an unknown variant
+    if min(args.prompt_len, args.new_tokens, args.batch) < 1:
+        raise CLIError("--prompt-len, --new-tokens and --batch must be >= 1")
+    if "attention" not in variants:
+        variants = ["attention", *variants]
+    results = bg.run(variants, size, args.prompt_len, args.new_tokens, args.batch, args.max_batch, args.batch_limit,
+                     device, dtype, args.warmup, args.repeats, progress=_progress())
+    meta = _meta(args, device, size=size, dtype=dtype, prompt_len=args.prompt_len, new_tokens=args.new_tokens)
+    print(f"# {meta['device_name']}, torch {meta['torch']}, {size} models, {dtype}")
+    print(bg.table(results))
+    _save(args.out, "bench_generate", results, meta, bg.plot)

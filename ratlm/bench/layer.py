@@ -5,11 +5,10 @@ Each measurement: warmup runs, then `repeats` timed runs, reported as the median
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -171,17 +170,6 @@ def table(results):
         lines.append(f"{r.mode:<8}{r.length:>8}{r.batch:>6}  {r.mixer:<10}{med:>11}{ratio:>9}"
                      f"{r.flops / r.median_s / 1e9:>9.1f}{cache:>11}")
     return "\n".join(lines)
-
-
-def save(results, out_dir, meta):
-    """Write bench_layer.json and bench_layer.png (log-log latency against length, one line per mixer)."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "bench_layer.json")
-    with open(path, "w") as f:
-        json.dump({"meta": meta, "results": [asdict(r) for r in results]}, f, indent=1)
-    png = os.path.join(out_dir, "bench_layer.png")
-    plot(results, png, meta)
-    return path, png
 
 
 def plot(results, png, meta):

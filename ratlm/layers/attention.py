@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.naive import naive_attention
-from ..ops.rope import apply_rope, rope_cos_sin
+from ..ops.rope import rotate
 from .cache import KVCache, WindowCache, scatter_tokens
 from .common import Mixer
 
@@ -47,11 +47,8 @@ class Attention(Mixer):
         return v, q, k
 
     def _rotate(self, t, pos):
-        """t: (B, T, H, dh) rotated at positions pos (B or 1, T)."""
-        if not self.rope:
-            return t
-        cos, sin = rope_cos_sin(pos, self.head_dim, self.rope_theta, dtype=t.dtype)
-        return apply_rope(t, cos[:, :, None], sin[:, :, None])
+        """t: (B, T, H, dh) rotated at positions pos: (B or 1, T) tensor, or an int for T positions from it."""
+        return rotate(t, pos, self.rope_theta) if self.rope else t
 
     def _out(self, y):
         B, H, T, dh = y.shape
@@ -66,31 +63,35 @@ class Attention(Mixer):
     def _parallel(self, x, backend):
         B, T, _ = x.shape
         v, q, k = self._project(x)
-        pos = torch.arange(T, device=x.device)[None]
-        q, k = self._rotate(q, pos), self._rotate(k, pos)
+        q, k = self._rotate(q, 0), self._rotate(k, 0)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        pos = torch.arange(T, device=x.device)
         if self.window is None or T <= self.window + 1:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif backend == "flex":
             from .flex import window_flex_attention
             y = window_flex_attention(q, k, v, self.window)
         else:
-            y = banded_attention(q, k, v, pos[0], pos[0], self.window)
+            y = banded_attention(q, k, v, pos, pos, self.window)
         return self._out(y)
 
     def _prefill(self, x, cache, lengths):
         B, T, _ = x.shape
         v, q, k = self._project(x)
         pos = self._positions(cache, T)
-        q, k = self._rotate(q, pos), self._rotate(k, pos)
+        at = cache.max_seen if cache.uniform else pos
+        q, k = self._rotate(q, at), self._rotate(k, at)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         cache.ensure(cache.max_seen + T)
-        cache.keys = scatter_tokens(cache.keys, cache.seen, k)
-        cache.values = scatter_tokens(cache.values, cache.seen, v)
+        start = cache.max_seen if cache.uniform else cache.seen
+        cache.keys = scatter_tokens(cache.keys, start, k)
+        cache.values = scatter_tokens(cache.values, start, v)
         N = cache.max_seen + T
         keys, values = cache.keys[:, :, :N], cache.values[:, :, :N]
         if T == 1 and cache.uniform:  # decode step: every stored key is visible
             y = F.scaled_dot_product_attention(q, keys, values)
+        elif cache.uniform and cache.max_seen == 0:  # first prefill: plain causal attention
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             visible = torch.arange(N, device=x.device)[None, None] <= pos[:, :, None]  # (B or 1, T, N)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible[:, None])

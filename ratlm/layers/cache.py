@@ -14,8 +14,14 @@ def needs_graph(*tensors):
 
 
 def scatter_tokens(buf, start, src):
-    """buf[b, :, start[b] + j] = src[b, :, j] (dim 2). In place, unless autograd must see it."""
+    """buf[b, :, start[b] + j] = src[b, :, j] (dim 2), start an int or (B,) tensor.
+    In place, unless autograd must see it."""
     B, H, n, dh = src.shape
+    if isinstance(start, int):
+        if needs_graph(buf, src):
+            return torch.cat([buf[:, :, :start], src.to(buf.dtype), buf[:, :, start + n :]], 2)
+        buf[:, :, start : start + n] = src
+        return buf
     idx = (start[:, None] + torch.arange(n, device=src.device)).view(B, 1, n, 1).expand(B, H, n, dh)
     if needs_graph(buf, src):
         return buf.scatter(2, idx, src.to(buf.dtype))

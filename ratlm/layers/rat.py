@@ -20,7 +20,7 @@ from torch import nn
 from ..ops.dtypes import acc_dtype, up
 from ..ops.chunk_attention import chunk_attention, decode_attention
 from ..ops.naive import naive_rat
-from ..ops.rope import apply_rope, rope_cos_sin
+from ..ops.rope import rotate
 from ..ops.scan import gated_scan
 from .cache import RATCache, scatter_tokens
 from .common import Mixer, gather_rows
@@ -83,11 +83,12 @@ class RAT(Mixer):
         return t if reps == 1 else t.repeat(*([1] * (t.dim() - 1)), reps)
 
     def _rotate(self, t, chunk):
-        """t: (B, N, H, dh) rotated by chunk index (B or 1, N)."""
+        """t: (B, N, H, dh) rotated by chunk index: (B or 1, N) tensor, or an int for N chunks from it."""
         if not self.rope:
             return t
-        cos, sin = rope_cos_sin(chunk.clamp(max=1 << 30), self.head_dim, self.rope_theta, dtype=t.dtype)
-        return apply_rope(t, cos[:, :, None], sin[:, :, None])
+        if not isinstance(chunk, int):
+            chunk = chunk.masked_fill(chunk == NEVER, 0)  # empty slots: any rotation will do
+        return rotate(t, chunk, self.rope_theta)
 
     def _out(self, z, y, dtype):
         return self.out_proj((torch.sigmoid(up(z)) * y).to(dtype))
@@ -134,31 +135,29 @@ class RAT(Mixer):
         B = x.shape[0]
         H, dh, L = self.num_heads, self.head_dim, self.chunk_size
         z, v, u, q, k = self._project(x[:, 0])
-        n = cache.seen
-        prev = cache.running
-        if L == 1:
-            prev = torch.zeros_like(prev)
-        elif not cache.uniform:
-            prev = prev * (n % L != 0)[:, None, None]
-        elif cache.max_seen % L == 0:
-            prev = torch.zeros_like(prev)
-        kv = up(torch.stack([self._tile(k), v], 1))
-        h = torch.addcmul(torch.sigmoid(-u)[:, None] * kv, torch.sigmoid(u)[:, None], prev)
+        uniform = cache.uniform  # every row at the same position: python ints, no masks
+        x1 = torch.sigmoid(-u)[:, None] * up(torch.stack([self._tile(k), v], 1))
+        if L == 1 or (uniform and cache.max_seen % L == 0):  # a chunk starts here
+            h = x1
+        else:
+            prev = cache.running if uniform else cache.running * (cache.seen % L != 0)[:, None, None]
+            h = torch.addcmul(x1, torch.sigmoid(u)[:, None], prev)
         kt, vt = h[:, 0].view(B, H, 1, dh), h[:, 1].view(B, H, 1, dh)
         qh = self._tile(q).view(B, 1, H, dh)
         scale = 1.0 / math.sqrt(dh)
         self_score = (up(qh.transpose(1, 2)) * kt).sum(-1) * scale  # (B, H, 1)
-        chunk = (n // L)[:, None]  # (B, 1)
-        qr = self._rotate(qh, chunk).transpose(1, 2)
+        chunk = cache.max_seen // L if uniform else (cache.seen // L)[:, None]
         cmax = cache.max_chunks
-        valid = None if cache.uniform else torch.arange(cmax, device=x.device)[None] < chunk
-        y = decode_attention(qr, cache.keys[:, :, :cmax], cache.values[:, :, :cmax], self_score, vt, valid, scale)
+        valid = None if uniform else torch.arange(cmax, device=x.device)[None] < chunk
+        y = decode_attention(self._rotate(qh, chunk).transpose(1, 2), cache.keys[:, :, :cmax],
+                             cache.values[:, :, :cmax], self_score, vt, valid, scale)
         # a chunk that ends here joins the memory
-        if not cache.uniform or (cache.max_seen + 1) % L == 0:
+        if not uniform or (cache.max_seen + 1) % L == 0:
             cache.ensure(cmax + 1)
+            slot = chunk if uniform else chunk[:, 0]
             kr = self._rotate(kt.transpose(1, 2).to(x.dtype), chunk).transpose(1, 2)
-            cache.keys = scatter_tokens(cache.keys, chunk[:, 0], kr)
-            cache.values = scatter_tokens(cache.values, chunk[:, 0], vt.to(x.dtype))
+            cache.keys = scatter_tokens(cache.keys, slot, kr)
+            cache.values = scatter_tokens(cache.values, slot, vt.to(x.dtype))
         if active is not None:  # rows without a token this step keep their state
             h = torch.where(active[:, None, None], h, cache.running)
         cache.running = h

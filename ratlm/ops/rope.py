@@ -22,3 +22,33 @@ def rotate_half(x):
 def apply_rope(x, cos, sin):
     """x * cos + rotate_half(x) * sin; cos/sin broadcast against x."""
     return x * cos + rotate_half(x) * sin
+
+
+_TABLES = {}
+
+
+def rope_table(n, head_dim, theta, device, dtype):
+    """Cached (cos, signed sin) tables for positions 0..n-1, shape (n, head_dim), where
+    apply_rope(x, cos, sin) == x * cos + x.roll(head_dim // 2, -1) * signed_sin. Grows by doubling."""
+    key = (head_dim, float(theta), str(device), dtype)
+    table = _TABLES.get(key)
+    if table is None or table[0].shape[0] < n:
+        size = max(n, 2 * table[0].shape[0] if table is not None else 1024)
+        cos, sin = rope_cos_sin(torch.arange(size, device=device), head_dim, theta, dtype=dtype)
+        half = head_dim // 2
+        sin = torch.cat([-sin[:, :half], sin[:, half:]], -1)
+        table = _TABLES[key] = (cos, sin)
+    return table[0][:n], table[1][:n]
+
+
+def rotate(x, positions, theta=10000.0):
+    """RoPE of x (..., N, H, dh) at integer positions: a python int (start of N consecutive
+    positions) or a tensor broadcastable to x.shape[:-2]. Same numbers as `apply_rope`."""
+    N, dh = x.shape[-3], x.shape[-1]
+    if isinstance(positions, int):
+        cos, sin = rope_table(positions + N, dh, theta, x.device, x.dtype)
+        cos, sin = cos[positions:, None], sin[positions:, None]
+    else:
+        cos, sin = rope_table(int(positions.max()) + 1 if positions.numel() else 1, dh, theta, x.device, x.dtype)
+        cos, sin = cos[positions][..., None, :], sin[positions][..., None, :]
+    return torch.addcmul(x * cos, x.roll(dh // 2, -1), sin)

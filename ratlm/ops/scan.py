@@ -58,80 +58,81 @@ def linear_scan(a, b, h0=None):
     return h.reshape(B, N * BLOCK, *b.shape[2:])[:, :T]
 
 
-def _aligned_scan(g, x1, L):
-    """Chunks of length L starting at token 0, each scanned from zero: h = (B, T, *F)."""
-    B, T = x1.shape[:2]
-    pad = (-T) % L
-    if pad:
-        g = torch.cat([g, g.new_zeros(g.shape[0], pad, *g.shape[2:])], 1)
-        x1 = torch.cat([x1, x1.new_zeros(B, pad, *x1.shape[2:])], 1)
-    C = (T + pad) // L
-    gv = g.reshape(g.shape[0], C, L, *g.shape[2:])
-    h = x1.reshape(B, C, L, *x1.shape[2:]).clone()
-    for j in range(1, L):
-        h[:, :, j].addcmul_(gv[:, :, j], h[:, :, j - 1])
-    return h.reshape(B, C * L, *x1.shape[2:])[:, :T]
-
-
-def _aligned_scan_reverse(g, d, L):
-    """Adjoint of `_aligned_scan`: r_t = d_t + g_(t+1) r_(t+1) within each chunk."""
-    B, T = d.shape[:2]
-    pad = (-T) % L
-    if pad:
-        g = torch.cat([g, g.new_zeros(g.shape[0], pad, *g.shape[2:])], 1)
-        d = torch.cat([d, d.new_zeros(B, pad, *d.shape[2:])], 1)
-    C = (T + pad) // L
-    gv = g.reshape(g.shape[0], C, L, *g.shape[2:])
-    r = d.reshape(B, C, L, *d.shape[2:]).clone()
-    for j in range(L - 2, -1, -1):
-        r[:, :, j].addcmul_(gv[:, :, j + 1], r[:, :, j + 1])
-    return r.reshape(B, C * L, *d.shape[2:])[:, :T]
-
-
 def _shift_right(h, first):
     """(h_(-1) = first, h_0, ..., h_(T-2)) along dim 1."""
     return torch.cat([first[:, None].expand(h.shape[0], 1, *h.shape[2:]), h[:, :-1]], 1)
 
 
+class _ChunkScan(torch.autograd.Function):
+    """The common case: chunks of length L start at token 0 and every state starts from zero.
+
+    Works in the chunked layout (B, C, L, ...) so a scan is L - 1 fused multiply-adds over all chunks."""
+
+    @staticmethod
+    def forward(ctx, x, u, L):
+        B, T = x.shape[:2]
+        pad = (-T) % L
+        xc, uc = _chunked(up(x), L, pad), _chunked(up(u), L, pad)
+        g = torch.sigmoid(uc)
+        h = torch.sigmoid(-uc).mul_(xc) if uc.shape == xc.shape else torch.sigmoid(-uc) * xc
+        for j in range(1, L):
+            h[:, :, j].addcmul_(g[:, :, j], h[:, :, j - 1])
+        ctx.save_for_backward(x, u, h)
+        ctx.L, ctx.pad = L, pad
+        return h.flatten(1, 2)[:, :T]
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, u, h = ctx.saved_tensors
+        L, pad = ctx.L, ctx.pad
+        T = x.shape[1]
+        xc, uc = _chunked(up(x), L, pad), _chunked(up(u), L, pad)
+        r = _chunked(up(dh), L, pad).clone()
+        g = torch.sigmoid(uc)
+        for j in range(L - 2, -1, -1):  # adjoint: r_t = dh_t + g_(t+1) r_(t+1) within the chunk
+            r[:, :, j].addcmul_(g[:, :, j + 1], r[:, :, j + 1])
+        one_minus_g = torch.sigmoid(-uc)
+        dx = r * one_minus_g
+        # d h_t / d g_t = h_(t-1) - x_t, with h_(-1) = 0 at each chunk start
+        t = torch.empty_like(r)
+        torch.neg(xc[:, :, 0], out=t[:, :, 0])
+        torch.sub(h[:, :, :-1], xc[:, :, 1:], out=t[:, :, 1:])
+        du = t.mul_(r).sum_to_size(uc.shape).mul_(g).mul_(one_minus_g)
+        return dx.flatten(1, 2)[:, :T].to(x.dtype), du.flatten(1, 2)[:, :T].to(u.dtype), None
+
+
+def _chunked(t, L, pad):
+    """(B, T, ...) -> (B, C, L, ...), padding the end with zeros."""
+    if pad:
+        t = torch.cat([t, t.new_zeros(t.shape[0], pad, *t.shape[2:])], 1)
+    return t.reshape(t.shape[0], -1, L, *t.shape[2:])
+
+
 class _GatedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, u, keep, h0, L):
+    def forward(ctx, x, u, keep, h0):
         # keep: float 0/1 (B, T, 1, ...) or None; zero where the state restarts.
-        # L: chunk length for the aligned fast path (keep and h0 are None then), else None.
         x32 = up(x)
         g = torch.sigmoid(up(u)).to(x32.dtype)
         x1 = torch.sigmoid(-up(u)).to(x32.dtype) * x32  # (1 - g) x without cancellation near g = 1
-        if L is not None:
-            h = _aligned_scan(g, x1, L)
-        else:
-            a = g if keep is None else g * keep
-            h = linear_scan(a, x1, None if h0 is None else h0.to(x32.dtype))
+        a = g if keep is None else g * keep
+        h = linear_scan(a, x1, None if h0 is None else h0.to(x32.dtype))
         ctx.save_for_backward(x, u, keep, h0, h)
-        ctx.L = L
         return h
 
     @staticmethod
     def backward(ctx, dh):
         x, u, keep, h0, h = ctx.saved_tensors
-        L = ctx.L
         dh = up(dh)
         g = torch.sigmoid(up(u)).to(dh.dtype)
         one_minus_g = torch.sigmoid(-up(u)).to(dh.dtype)
-        if L is not None:
-            r = _aligned_scan_reverse(g, dh, L)
-            # state before each token, zero at chunk starts
-            T = h.shape[1]
-            prev = _shift_right(h, h.new_zeros(h.shape[0], *h.shape[2:]))
-            starts = torch.arange(T, device=h.device) % L == 0
-            prev[:, starts] = 0
-        else:
-            a = g if keep is None else g * keep
-            a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1)
-            r = linear_scan(a_next.flip(1), dh.flip(1)).flip(1)
-            first = h.new_zeros(h.shape[0], *h.shape[2:]) if h0 is None else h0.to(h.dtype).expand_as(h[:, 0])
-            prev = _shift_right(h, first)
-            if keep is not None:
-                prev = prev * keep
+        a = g if keep is None else g * keep
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1)
+        r = linear_scan(a_next.flip(1), dh.flip(1)).flip(1)  # adjoint: r_t = dh_t + a_(t+1) r_(t+1)
+        first = h.new_zeros(h.shape[0], *h.shape[2:]) if h0 is None else h0.to(h.dtype).expand_as(h[:, 0])
+        prev = _shift_right(h, first)
+        if keep is not None:
+            prev = prev * keep
         dx = (r * one_minus_g).to(x.dtype)
         du = r * (prev - x.to(h.dtype)) * g * one_minus_g
         du = du.sum_to_size(u.shape).to(u.dtype)
@@ -139,7 +140,7 @@ class _GatedScan(torch.autograd.Function):
         if h0 is not None and ctx.needs_input_grad[3]:
             a0 = g[:, 0] if keep is None else g[:, 0] * keep[:, 0]
             dh0 = (r[:, 0] * a0).sum_to_size(h0.shape).to(h0.dtype)
-        return dx, du, None, dh0, None
+        return dx, du, None, dh0
 
 
 def gated_scan(x, gate_logits, chunk_size=None, start=None, initial=None):
@@ -157,7 +158,7 @@ def gated_scan(x, gate_logits, chunk_size=None, start=None, initial=None):
     B, T = x.shape[:2]
     no_start = start is None or (isinstance(start, int) and chunk_size is not None and start % chunk_size == 0)
     if chunk_size is not None and no_start and initial is None and chunk_size <= MAX_ALIGNED_CHUNK:
-        return _GatedScan.apply(x, gate_logits, None, None, int(chunk_size))
+        return _ChunkScan.apply(x, gate_logits, int(chunk_size))
     keep = None
     if chunk_size is not None:
         pos = torch.arange(T, device=x.device)[None]
@@ -166,4 +167,4 @@ def gated_scan(x, gate_logits, chunk_size=None, start=None, initial=None):
             pos = pos + (st[:, None] if st.dim() else st)
         keep = (pos % chunk_size != 0).to(up(x).dtype)
         keep = keep.reshape(*keep.shape, *([1] * (x.dim() - 2)))
-    return _GatedScan.apply(x, gate_logits, keep, initial, None)
+    return _GatedScan.apply(x, gate_logits, keep, initial)
