@@ -9,7 +9,8 @@ from transformers.cache_utils import Cache
 from ratlm import RATCache
 from ratlm.models.modeling_rat import CACHE_FIELD
 
-from hf_tiny import CHUNK, KINDS, NON_ASCII, cache_of, encode, reference_greedy, tiny_model, tokenizer
+from hf_tiny import (CHUNK, KINDS, NON_ASCII, cache_of, encode, one_thread, reference_greedy,  # noqa: F401
+                     tiny_model, tokenizer)
 
 PROMPTS = ["The quick brown fox", "hi", "a b c d e f g"]
 
@@ -23,6 +24,7 @@ def test_incremental_equals_full_around_chunk_boundaries(kind):
     T = 3 * CHUNK + 2
     ids = torch.randint(0, 259, (2, T), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(2, T, dtype=torch.long)
+    mask[0, :1] = 0  # every row padded: columns fed != real tokens of any row
     mask[1, :3] = 0
     real = mask.bool()
     with torch.no_grad():
@@ -36,7 +38,7 @@ def test_incremental_equals_full_around_chunk_boundaries(kind):
             parts.append(m(ids[:, T - 3 :], attention_mask=mask, cache=cache).logits)
             inc = torch.cat(parts, 1)
             torch.testing.assert_close(inc[real], full[real], rtol=1e-5, atol=1e-5, msg=f"prefill {P}")
-            assert cache.get_seq_length() == T and cache.seen.tolist() == [T, T - 3]
+            assert cache.get_seq_length() == T and cache.seen.tolist() == [T - 1, T - 3]
         # the row alone, unpadded, gives the same logits
         alone = m(ids[1:, 3:], use_cache=False).logits[0]
         torch.testing.assert_close(full[1, 3:], alone, rtol=1e-5, atol=1e-5)
@@ -163,10 +165,13 @@ def test_eos_stops_and_pads_finished_rows():
 
 
 # ------------------------------------------------------------------------- pipeline, beams, caches
-def test_pipeline_text_generation():
+def test_pipeline_text_generation(tmp_path):
     m = tiny_model("rat-swa")
     tok = tokenizer()
-    gen = pipeline("text-generation", model=m, tokenizer=tok)
+    m.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    gen = pipeline("text-generation", model=str(tmp_path))  # loads through the Auto classes
+    assert type(gen.model) is type(m)
     prompt = "pipeline test"
     res = gen(prompt, max_new_tokens=8, do_sample=False, suppress_tokens=NON_ASCII)
     expected = m.generate(**encode([prompt]), max_new_tokens=8, do_sample=False, suppress_tokens=NON_ASCII)

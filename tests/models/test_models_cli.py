@@ -9,7 +9,7 @@ import torch
 
 from ratlm.cli import main
 
-from hf_tiny import encode, fresh_model, tokenizer
+from hf_tiny import fresh_model, one_thread, tokenizer  # noqa: F401
 from official_format import official_state_dict, save_checkpoint
 
 OFFICIAL = ["--head-dim", "8", "--chunk-size", "4", "--window", "5"]
@@ -126,7 +126,7 @@ def test_errors_are_one_line(paths, capsys, argv, match):
 
 def test_real_command_line(paths):
     """One real process: the prompt from a pipe, text on stdout, notes on stderr."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     ok = subprocess.run([sys.executable, "-m", "ratlm", "generate", str(paths / "model"), "-", "--max-new-tokens", "12"],
                         input="Once upon", capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0 and ok.stdout == expected_text(paths / "model", "Once upon", 12, do_sample=False) + "\n"
