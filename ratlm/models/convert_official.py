@@ -276,7 +276,8 @@ def official_config(sd, mixer=None, hybrid=False, head_dim=128, chunk_size=16, w
     return RATConfig(vocab_size=vocab, hidden_size=D, num_hidden_layers=n, num_attention_heads=heads,
                      intermediate_size=F, hidden_act="gelu", mlp_bias=bias, rms_norm_eps=1e-6,
                      tie_word_embeddings=tied, layer_types=layer_types, chunk_size=chunk_size, qk_groups=qk_groups,
-                     sliding_window=window, position_encoding=position_encoding if attn_like else "nope",
+                     sliding_window=window,
+                     position_encoding=position_encoding if attn_like or (D // heads) % 2 == 0 else "nope",
                      rope_theta=10000.0, train_length=4096, initializer_range=0.02)
 
 

@@ -193,3 +193,33 @@ def test_tokenizer_is_copied_and_checked(tmp_path):
     with pytest.raises(ConversionError, match="has 259 tokens but the checkpoint's vocabulary has 100"):
         convert_official(small, tmp_path / "out2", tokenizer=tok_dir, **OPTS)
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("variant", ["rat", "attention", "rnn", "rat-swa", "attention-swa"])
+def test_paper_sized_checkpoints_give_the_paper_presets(variant):
+    """Shapes of the 1.3B models (meta tensors: no memory) -> the same config as the xl preset."""
+    from ratlm import RATConfig
+
+    preset = RATConfig.from_preset(f"{variant}-xl")
+    D, F, dh, G = 2048, 8192, 128, 2
+    sd = {"embedding.wte.weight": torch.empty(32000, D, device="meta"),
+          "backbone.ln.weight": torch.empty(D, device="meta")}
+    for i, kind in enumerate(preset.layer_types):
+        p = f"_orig_mod.backbone.layers.{i}."
+        rows = 3 * D + (2 * G * dh if kind == "rat" else 0)
+        sd[p + "seq_layer.input_norm.weight"] = torch.empty(D, device="meta")
+        sd[p + "seq_layer.in_proj.weight"] = torch.empty(rows, D, device="meta")
+        if kind in ("rat", "rnn"):
+            sd[p + "seq_layer.gate_bias"] = torch.empty(D, device="meta")
+        sd[p + "seq_layer.out_proj.weight"] = torch.empty(D, D, device="meta")
+        sd[p + "hidden_layer.ln.weight"] = torch.empty(D, device="meta")
+        sd[p + "hidden_layer.fc1.weight"] = torch.empty(F, D, device="meta")
+        sd[p + "hidden_layer.fc2.weight"] = torch.empty(D, F, device="meta")
+    sd = {k.replace("_orig_mod.", ""): v for k, v in sd.items()}
+    opts = {"hybrid": True} if variant.endswith("swa") else {}
+    if variant.startswith("attention"):
+        opts["mixer"] = "attention"
+    cfg = official_config(sd, **opts)  # the paper's defaults: head_dim 128, L 16, W 1024, rope
+    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "layer_types",
+            "chunk_size", "qk_groups", "sliding_window", "position_encoding", "tie_word_embeddings", "mlp_bias")
+    assert {k: getattr(cfg, k) for k in keys} == {k: getattr(preset, k) for k in keys}
