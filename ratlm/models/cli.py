@@ -228,12 +228,9 @@ def _make_streamer(tok, out):
     from transformers import TextStreamer
 
     class Streamer(TextStreamer):
-        """TextStreamer that writes to `out` (stdout at call time) and remembers what it wrote."""
-
-        text = ""
+        """TextStreamer that writes to `out` (sys.stdout at call time, so capture works)."""
 
         def on_finalized_text(self, text, stream_end=False):
-            self.text += text
             out.write(text + ("\n" if stream_end else ""))
             out.flush()
 
