@@ -152,10 +152,12 @@ class Packing:
         B, T = (mask if mask is not None else position_ids).shape
         dev = (mask if mask is not None else position_ids).device
         if mask is None:
+            if T == 1:  # a decode step without padding: nothing to move (and no device sync)
+                return None
             mask = torch.ones(B, T, dtype=torch.bool, device=dev)
         before = mask.long().cumsum(1) - mask.long()  # real tokens before each position
         restarts = None
-        if position_ids is not None and position_ids.shape[-1] == T:
+        if position_ids is not None and position_ids.shape[-1] == T and T > 1:  # one token cannot restart
             pid = position_ids.expand(B, T) if position_ids.dim() == 2 else position_ids[None].expand(B, T)
             restarts = (pid == 0) & mask & (before > 0)
             if not bool(restarts.any()):
