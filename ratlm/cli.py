@@ -28,8 +28,9 @@ def csv_list(kind):
 def _command_modules():
     """Each job package has a `cli` module with `register(subparsers)`; the order is the help order."""
     from .bench import cli as bench
+    from .models import cli as models
 
-    return [bench]
+    return [models, bench]
 
 
 def build_parser():

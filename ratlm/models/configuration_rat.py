@@ -40,16 +40,16 @@ class RATConfig(PreTrainedConfig):
     intermediate_size: int | None = None
     hidden_act: str = "gelu"
     mlp_bias: bool = False
-    rms_norm_eps: float = 1e-6
+    rms_norm_eps: float | int = 1e-6
     tie_word_embeddings: bool = True
     layer_types: list[str] | None = None
     chunk_size: int | list[int] = 16
     qk_groups: int | list[int] = 2
     sliding_window: int = 1024
     position_encoding: str = "rope"
-    rope_theta: float = 10000.0
+    rope_theta: float | int = 10000.0
     train_length: int = 4096
-    initializer_range: float = 0.02
+    initializer_range: float | int = 0.02
     use_cache: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = None
@@ -60,6 +60,8 @@ class RATConfig(PreTrainedConfig):
             self.layer_types = ["rat"] * self.num_hidden_layers
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
+        for name in ("rms_norm_eps", "rope_theta", "initializer_range"):  # 10000 in a hand-written config.json
+            setattr(self, name, float(getattr(self, name)))
         super().__post_init__(**kwargs)
         # transformers renames a layer type "attention" to its own "full_attention"; we keep ours
         self.layer_types = ["attention" if t == "full_attention" else t for t in self.layer_types]

@@ -29,7 +29,7 @@ CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ 
 
 
 class RATRMSNorm(nn.Module):
-    """y = x * rsqrt(mean(x^2) + eps) * w (in float32)."""
+    """y = x * rsqrt(mean(x^2) + eps) * w (in float32, or float64 for float64 inputs)."""
 
     def __init__(self, hidden_size, eps=1e-6):
         super().__init__()
@@ -37,9 +37,10 @@ class RATRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        x32 = x.float()
+        acc = torch.promote_types(x.dtype, torch.float32)
+        x32 = x.to(acc)
         y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        return (y * self.weight.to(acc)).to(x.dtype)
 
 
 class RATMLP(nn.Module):
@@ -151,10 +152,12 @@ class Packing:
         B, T = (mask if mask is not None else position_ids).shape
         dev = (mask if mask is not None else position_ids).device
         if mask is None:
+            if T == 1:  # a decode step without padding: nothing to move (and no device sync)
+                return None
             mask = torch.ones(B, T, dtype=torch.bool, device=dev)
         before = mask.long().cumsum(1) - mask.long()  # real tokens before each position
         restarts = None
-        if position_ids is not None and position_ids.shape[-1] == T:
+        if position_ids is not None and position_ids.shape[-1] == T and T > 1:  # one token cannot restart
             pid = position_ids.expand(B, T) if position_ids.dim() == 2 else position_ids[None].expand(B, T)
             restarts = (pid == 0) & mask & (before > 0)
             if not bool(restarts.any()):
@@ -261,6 +264,8 @@ class RATModel(RATPreTrainedModel):
             if output_hidden_states:
                 hidden.append(h)
         h = self.norm(h)
+        if hidden:  # as in transformers: the last entry is the normed output (== last_hidden_state)
+            hidden[-1] = h
         if packing is not None:
             h = packing.unpack(h)
             if hidden:
