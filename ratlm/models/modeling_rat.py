@@ -220,7 +220,7 @@ class RATModel(RATPreTrainedModel):
 
     def __init__(self, config: RATConfig):
         super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)  # no padding_idx: pads are masked, and a pad id shared with EOS must still train
         self.layers = nn.ModuleList([RATBlock(config, i) for i in range(config.num_hidden_layers)])
         self.norm = RATRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_init()
