@@ -86,7 +86,11 @@ def register(sub):
     q.add_argument("--include-path", action="append", default=[], help="extra folder of task YAML files")
     q.add_argument("--limit", type=float, help="examples per task (a count, or a fraction below 1)")
     q.add_argument("--num-fewshot", type=int)
-    q.add_argument("--max-length", type=int, help="longest input (default: the model's train_length)")
+    q.add_argument("--max-length", type=int, help="longest input, cut from the left beyond it; also the window of "
+                   "rolling-loglikelihood tasks (default: lm_eval's, unlimited for the byte tokenizer)")
+    q.add_argument("--option", "-o", action="append", default=[], metavar="NAME=VALUE",
+                   help="task metadata, repeatable; the ratlm_* tasks take n, seed and the generator's options "
+                        "(e.g. -o length=1024 -o n=100)")
     q.set_defaults(func=_run_lm_eval)
     p.set_defaults(func=_need_subcommand)
 
@@ -182,18 +186,24 @@ def _run_length(args):
     print(f"wrote {path} and {png}")
 
 
-def _run_retrieval(args):
+def _options(items):
     from ..data.synthetic import _number
-    from .common import table, write_json
-    from .retrieval import evaluate, heatmap, mean_accuracy
 
-    _check_positive(examples=args.examples, batch_size=args.batch_size)
     options = {}
-    for item in args.option:
+    for item in items:
         k, eq, v = item.partition("=")
         if not eq:
             raise CLIError(f"--option {item!r}: write NAME=VALUE")
         options[k.strip()] = _number(v.strip())
+    return options
+
+
+def _run_retrieval(args):
+    from .common import table, write_json
+    from .retrieval import evaluate, heatmap, mean_accuracy
+
+    _check_positive(examples=args.examples, batch_size=args.batch_size)
+    options = _options(args.option)
     if any(not 0 <= d <= 1 for d in args.depths):
         raise CLIError("--depths must be between 0 and 1")
     results = []
@@ -236,7 +246,7 @@ def _run_lm_eval(args):
     for path, name in zip(args.models, labels(args.models)):
         res = run(path, args.tasks, include_path=args.include_path, limit=args.limit,
                   num_fewshot=args.num_fewshot, batch_size=args.batch_size, device=device, dtype=args.dtype,
-                  max_length=args.max_length, tokenizer=args.tokenizer)
+                  max_length=args.max_length, tokenizer=args.tokenizer, options=_options(args.option))
         results[name] = res
         for task, metrics in res.items():
             for metric, value in metrics.items():

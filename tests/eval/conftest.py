@@ -1,5 +1,6 @@
 """Tiny models for the eval tests: a hand-built copying model, a quickly trained one, random ones."""
 import math
+import string
 
 import pytest
 import torch
@@ -12,9 +13,9 @@ SPECIAL = dict(pad_token_id=256, bos_token_id=257, eos_token_id=258)
 
 
 def passkey_alphabet():
-    """Every character a passkey record (noise haystack) can hold."""
+    """Every character a passkey record (noise haystack) or an MQAR record can hold."""
     recs = synthetic.records("passkey", 20, 0, length=400)
-    return sorted(set("".join(r["prompt"] + r["response"] for r in recs)) | set("0123456789"))
+    return sorted(set("".join(r["prompt"] + r["response"] for r in recs)) | set(string.ascii_lowercase + string.digits + ":"))
 
 
 def copy_model(alphabet, k=7, train_length=256):

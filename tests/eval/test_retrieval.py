@@ -14,9 +14,9 @@ from ratlm.eval.retrieval import evaluate, mean_accuracy, prepare
 
 def test_copy_model_finds_the_passkey(copy_dir):
     model, tok = load_model(copy_dir)
-    r = evaluate(model, tok, "passkey", [128, 300], [0.0, 0.5, 1.0], n=3, seed=0, batch_size=4)
+    r = evaluate(model, tok, "passkey", [128, 256], [0.0, 0.5, 1.0], n=2, seed=0, batch_size=4)
     assert r["accuracy"] == [[1.0] * 3] * 2 and r["exact"] == [1.0, 1.0]
-    assert r["answers"] == [[3] * 3] * 2 and 120 < r["mean_tokens"][0] <= 128
+    assert r["answers"] == [[2] * 3] * 2 and 100 < r["mean_tokens"][0] <= 128
     # teacher-forced exact match is greedy decoding: generate gives the same key
     rec = next(records("passkey", 1, 5, length=200, depth=0.3))
     ids = torch.tensor([list(rec["prompt"].encode())])
