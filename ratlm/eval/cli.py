@@ -106,14 +106,13 @@ def _progress():
 
 
 def _models(args):
-    """Yield (name, model, tokenizer) one at a time (only one model in memory)."""
+    """Yield (name, model, tokenizer), loading each model only when its turn comes."""
     from .common import labels, load_model, pick_device
 
     device = pick_device(args.device)
     for path, name in zip(args.models, labels(args.models)):
         model, tok = load_model(path, device, args.dtype, args.tokenizer)
         yield name, model, tok
-        del model
 
 
 def _config(path):

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from ratlm.cli import main
-from ratlm.data.tokenizer import byte_tokenizer
 from ratlm.eval.common import load_model
 from ratlm.eval.ppl import perplexity, windows
 

@@ -4,7 +4,7 @@ import string
 
 import torch
 
-from conftest import copy_model, passkey_alphabet
+from conftest import copy_model
 from ratlm.cli import main
 from ratlm.data.synthetic import records
 from ratlm.data.tokenizer import byte_tokenizer
