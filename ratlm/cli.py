@@ -28,9 +28,10 @@ def csv_list(kind):
 def _command_modules():
     """Each job package has a `cli` module with `register(subparsers)`; the order is the help order."""
     from .bench import cli as bench
+    from .eval import cli as evaluate
     from .models import cli as models
 
-    return [models, bench]
+    return [models, evaluate, bench]
 
 
 def build_parser():

@@ -1,0 +1,256 @@
+"""`ratlm eval ...`: perplexity, length generalisation, retrieval, lm-evaluation-harness.
+
+Every subcommand takes one or more model directories and prints one comparison table; results go to
+JSON (and PNG) files under --out.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..cli import CLIError, csv_list
+
+
+def register(sub):
+    p = sub.add_parser("eval", help="evaluate models: perplexity, length generalisation, retrieval, lm-eval",
+                       description="Evaluate one or more model directories; each command prints one table "
+                                   "comparing them and writes JSON (and a PNG) under --out.")
+    esub = p.add_subparsers(dest="eval_cmd", metavar="{ppl,length,retrieval,lm-eval}")
+
+    def common(q, out=True):
+        q.add_argument("models", nargs="+", metavar="MODEL", help="model directories (save_pretrained + tokenizer)")
+        q.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+        q.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: as saved")
+        q.add_argument("--tokenizer", help="tokenizer directory or 'byte' (default: the model directory's)")
+        q.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+        if out:
+            q.add_argument("--out", default="runs/eval", help="folder for the JSON and PNG files (default runs/eval)")
+
+    q = esub.add_parser("ppl", help="perplexity and bits per byte on held-out text, in windows with a stride",
+                        description="Perplexity (and bits per UTF-8 byte) of each model on held-out text. Each "
+                                    "document is read in windows of --context tokens moving --stride tokens at a "
+                                    "time; each token is scored once, with at least context - stride tokens of "
+                                    "history after the first window.")
+    common(q)
+    q.add_argument("--data", nargs="+", required=True, help=".txt/.md files (one document each), .jsonl files "
+                   "(one document per line) or folders of them")
+    q.add_argument("--text-field", default="text", help="field of the .jsonl records (default text)")
+    q.add_argument("--context", type=int, help="window length in tokens (default: each model's train_length)")
+    q.add_argument("--stride", type=int, help="tokens the window moves each time, at most context - 1; later "
+                   "windows score that many new tokens (default: context - 1, windows share one token)")
+    q.add_argument("--max-tokens", type=int, help="score at most this many tokens of the data")
+    q.add_argument("--bos", action="store_true", help="put the tokenizer's BOS before each document "
+                   "(for models trained that way; then the first token is scored too)")
+    q.set_defaults(func=_run_ppl)
+
+    q = esub.add_parser("length", help="loss by position up to several times the training length",
+                        description="Loss at each position bucket on sequences of factor x training length; "
+                                    "one line per model in the table and the PNG.")
+    common(q)
+    q.add_argument("--data", nargs="+", required=True, help="held-out text (as for `ratlm eval ppl`)")
+    q.add_argument("--text-field", default="text")
+    q.add_argument("--factors", type=csv_list(int), default=[1, 2, 4],
+                   help="eval lengths as multiples of the training length (default 1,2,4)")
+    q.add_argument("--train-length", type=int,
+                   help="the training length the factors multiply (default: the largest train_length of the models)")
+    q.add_argument("--bucket", type=int, help="positions per bucket (default: training length / 4)")
+    q.add_argument("--windows", type=int, default=16, help="sequences averaged (default 16)")
+    q.set_defaults(func=_run_length)
+
+    q = esub.add_parser("retrieval", help="passkey / needle-in-a-haystack / MQAR accuracy by length and depth",
+                        description="Accuracy (greedy exact match, scored by teacher forcing) on locally "
+                                    "generated, seeded retrieval tasks, as a length x depth table and heatmap.")
+    common(q)
+    q.add_argument("--task", choices=["passkey", "niah", "mqar"], required=True)
+    q.add_argument("--lengths", type=csv_list(int),
+                   help="prompt lengths in characters (tokens for byte-level models); "
+                        "default: 1, 2 and 4 x the first model's train_length")
+    q.add_argument("--depths", type=csv_list(float), default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="needle depths, 0 = start .. 1 = end (default 0,0.25,0.5,0.75,1)")
+    q.add_argument("-n", "--examples", type=int, default=20, help="examples per cell (default 20)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--option", "-o", action="append", default=[], metavar="NAME=VALUE",
+                   help="task option, repeatable: passkey: digits, haystack; niah: keys, values, queries, "
+                        "value (number|word|uuid), haystack (noise|words|needles|file:PATH); "
+                        "mqar: queries, key_len, value_len")
+    q.add_argument("--bos", action="store_true", help="put the tokenizer's BOS before each prompt")
+    q.set_defaults(func=_run_retrieval)
+
+    q = esub.add_parser("lm-eval", help="run lm-evaluation-harness tasks (needs `pip install ratlm[eval]`)",
+                        description="Runs lm-evaluation-harness (`lm_eval`) through the Hugging Face classes "
+                                    "with ratlm registered. The ratlm_* tasks (passkey, niah, mqar made "
+                                    "locally) are always available; the harness's own tasks need their "
+                                    "datasets. For every lm_eval option use `python -m ratlm.eval.harness`.")
+    common(q)
+    q.add_argument("--tasks", type=csv_list(str), required=True, help="comma list, e.g. ratlm_passkey,lambada_openai")
+    q.add_argument("--include-path", action="append", default=[], help="extra folder of task YAML files")
+    q.add_argument("--limit", type=float, help="examples per task (a count, or a fraction below 1)")
+    q.add_argument("--num-fewshot", type=int)
+    q.add_argument("--max-length", type=int, help="longest input, cut from the left beyond it; also the window of "
+                   "rolling-loglikelihood tasks (default: lm_eval's, unlimited for the byte tokenizer)")
+    q.add_argument("--option", "-o", action="append", default=[], metavar="NAME=VALUE",
+                   help="task metadata, repeatable; the ratlm_* tasks take n, seed and the generator's options "
+                        "(e.g. -o length=1024 -o n=100)")
+    q.set_defaults(func=_run_lm_eval)
+    p.set_defaults(func=_need_subcommand)
+
+
+def _need_subcommand(args):
+    raise CLIError("choose an evaluation: `ratlm eval ppl|length|retrieval|lm-eval` (see ratlm eval -h)")
+
+
+def _progress():
+    from tqdm import tqdm
+
+    return lambda **kw: tqdm(**kw, file=sys.stderr, leave=False)
+
+
+def _models(args):
+    """Yield (name, model, tokenizer), loading each model only when its turn comes."""
+    from .common import labels, load_model, pick_device
+
+    device = pick_device(args.device)
+    for path, name in zip(args.models, labels(args.models)):
+        model, tok = load_model(path, device, args.dtype, args.tokenizer)
+        yield name, model, tok
+
+
+def _config(path):
+    import ratlm  # noqa: F401
+    from transformers import AutoConfig
+
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"{path} has no config.json; give a directory written by save_pretrained")
+    return AutoConfig.from_pretrained(path)
+
+
+def _check_positive(**kw):
+    for k, v in kw.items():
+        if v is not None and v < 1:
+            raise CLIError(f"--{k.replace('_', '-')} must be at least 1, got {v}")
+
+
+def _run_ppl(args):
+    from .common import read_documents, table, write_json
+    from .ppl import perplexity
+
+    _check_positive(context=args.context, stride=args.stride, batch_size=args.batch_size, max_tokens=args.max_tokens)
+    docs = read_documents(args.data, args.text_field)
+    rows = []
+    for name, model, tok in _models(args):
+        context = args.context or model.config.train_length
+        r = perplexity(model, tok, docs, context, args.stride, args.batch_size, args.bos, args.max_tokens,
+                       progress=_progress())
+        rows.append({"name": name, **r})
+    print(table(["model", "context", "stride", "tokens", "loss", "ppl", "bits/byte"],
+                [[r["name"], r["context"], r["stride"], r["tokens"], r["nll"], r["ppl"], r["bits_per_byte"]]
+                 for r in rows]))
+    path = write_json(os.path.join(args.out, "ppl.json"), {"data": args.data, "results": rows})
+    print(f"wrote {path}")
+
+
+def _run_length(args):
+    from .common import read_documents, table, write_json
+    from .length import buckets, mean_upto, plot, position_losses
+
+    _check_positive(train_length=args.train_length, bucket=args.bucket, windows=args.windows,
+                    batch_size=args.batch_size)
+    if not args.factors or min(args.factors) < 1:
+        raise CLIError("--factors must be positive integers, e.g. 1,2,4")
+    docs = read_documents(args.data, args.text_field)
+    train_length = args.train_length or max(_config(p).train_length for p in args.models)
+    length = max(args.factors) * train_length
+    width = args.bucket or max(train_length // 4, 1)
+    results = []
+    for name, model, tok in _models(args):
+        losses, n = position_losses(model, tok, docs, length, args.windows, args.batch_size, _progress())
+        results.append({"name": name, "train_length": model.config.train_length,
+                        "position_encoding": getattr(model.config, "position_encoding", None),
+                        "windows": n, "eval_lengths": [f * train_length for f in args.factors],
+                        "mean_loss": [mean_upto(losses, f * train_length) for f in args.factors],
+                        "buckets": buckets(losses, width), "position_loss": losses})
+    print(f"# mean loss (nats/token) over sequences of each length; training length {train_length}")
+    print(table(["model", "train len", "windows", *[f"{f}x ({f * train_length})" for f in args.factors]],
+                [[r["name"], r["train_length"], r["windows"], *r["mean_loss"]] for r in results]))
+    print("\n# loss by position")
+    print(table(["positions", *[r["name"] for r in results]],
+                [[f"{a}-{b}", *[r["buckets"][k][2] for r in results]]
+                 for k, (a, b, _) in enumerate(results[0]["buckets"])]))
+    os.makedirs(args.out, exist_ok=True)
+    path = write_json(os.path.join(args.out, "length.json"),
+                      {"data": args.data, "train_length": train_length, "factors": args.factors,
+                       "bucket": width, "results": results})
+    png = os.path.join(args.out, "length.png")
+    plot(results, png, train_length)
+    print(f"wrote {path} and {png}")
+
+
+def _options(items):
+    from ..data.synthetic import _number
+
+    options = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise CLIError(f"--option {item!r}: write NAME=VALUE")
+        options[k.strip()] = _number(v.strip())
+    return options
+
+
+def _run_retrieval(args):
+    from .common import table, write_json
+    from .retrieval import evaluate, heatmap, mean_accuracy
+
+    _check_positive(examples=args.examples, batch_size=args.batch_size)
+    options = _options(args.option)
+    if any(not 0 <= d <= 1 for d in args.depths):
+        raise CLIError("--depths must be between 0 and 1")
+    results = []
+    for name, model, tok in _models(args):
+        lengths = args.lengths or [f * model.config.train_length for f in (1, 2, 4)]
+        bos = tok.bos_token_id if args.bos else None
+        if args.bos and bos is None:
+            raise CLIError("the tokenizer has no BOS token; leave out --bos")
+        r = evaluate(model, tok, args.task, lengths, args.depths, args.examples, args.seed, options,
+                     args.batch_size, bos, _progress())
+        results.append({"name": name, **r})
+        args.lengths = lengths  # the same grid for every model
+    opts = ", ".join(f"{k}={v}" for k, v in options.items())
+    print(f"# {args.task}{' (' + opts + ')' if opts else ''}: answer accuracy by length (mean over depths)")
+    print(table(["length", *[r["name"] for r in results]],
+                [[L, *[mean_accuracy(r, i) for r in results]] for i, L in enumerate(args.lengths)]))
+    for r in results:
+        print(f"\n# {r['name']}: accuracy by length (rows) and depth (columns); exact = all answers of an example")
+        print(table(["length", *[f"{d:g}" for d in r["depths"]], "exact", "tokens"],
+                    [[L, *r["accuracy"][i], r["exact"][i], round(r["mean_tokens"][i])]
+                     for i, L in enumerate(r["lengths"])]))
+    os.makedirs(args.out, exist_ok=True)
+    path = write_json(os.path.join(args.out, f"retrieval_{args.task}.json"), {"results": results})
+    png = os.path.join(args.out, f"retrieval_{args.task}.png")
+    heatmap(results, png, f"ratlm eval retrieval: {args.task}{' (' + opts + ')' if opts else ''}")
+    print(f"wrote {path} and {png}")
+
+
+def _run_lm_eval(args):
+    from .common import labels, pick_device, table, write_json
+    from .harness import _require, run
+
+    try:
+        _require()
+    except ImportError as e:
+        raise CLIError(str(e))
+    _check_positive(batch_size=args.batch_size, max_length=args.max_length)
+    device = pick_device(args.device)
+    results, rows = {}, {}
+    for path, name in zip(args.models, labels(args.models)):
+        res = run(path, args.tasks, include_path=args.include_path, limit=args.limit,
+                  num_fewshot=args.num_fewshot, batch_size=args.batch_size, device=device, dtype=args.dtype,
+                  max_length=args.max_length, tokenizer=args.tokenizer, options=_options(args.option))
+        results[name] = res
+        for task, metrics in res.items():
+            for metric, value in metrics.items():
+                rows.setdefault((task, metric), {})[name] = value
+    names = list(results)
+    print(table(["task", "metric", *names], [[t, m, *[v.get(n) for n in names]] for (t, m), v in rows.items() if m != "sample_len"]))
+    out = write_json(os.path.join(args.out, "lm_eval.json"), {"tasks": args.tasks, "results": results})
+    print(f"wrote {out}")
