@@ -235,8 +235,8 @@ class RATModel(RATPreTrainedModel):
         if input_ids is not None and input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
         explicit_cache = use_cache is True or cache is not None or past_key_values is not None
-        if use_cache is None:  # a plain forward in eval mode returns a cache, as transformers models do
-            use_cache = self.config.use_cache and not self.training
+        if use_cache is None:  # a cache only when asked for (generate asks) or continued: scoring runs in parallel
+            use_cache = cache is not None or past_key_values is not None
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         cache = cache if cache is not None else past_key_values
