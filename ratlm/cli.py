@@ -28,8 +28,9 @@ def csv_list(kind):
 def _command_modules():
     """Each job package has a `cli` module with `register(subparsers)`; the order is the help order."""
     from .bench import cli as bench
+    from .train import cli as train
 
-    return [bench]
+    return [train, bench]
 
 
 def build_parser():
