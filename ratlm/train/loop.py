@@ -75,8 +75,10 @@ def build_config(r, tok):
         ids["pad_token_id"] = tok.pad_token_id  # never the EOS: the pad embedding gets no gradient
     try:
         return RATConfig.from_preset(r["model"], vocab_size=vocab, train_length=r["seq_len"], **ids, **kw)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"model settings: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # transformers wraps the config's own ValueError in a validation error
+        cause = e.__cause__ or e.__context__ or e
+        text = str(cause).strip().splitlines() or [type(cause).__name__]
+        raise ValueError(f"model settings: {text[-1].strip()}") from None
 
 
 def param_groups(model, weight_decay):
@@ -119,6 +121,7 @@ class Trainer:
 
     def run(self):
         self.dist = Dist(self.r.get("device"))
+        threads = torch.get_num_threads()
         try:
             return self._run()
         except torch.OutOfMemoryError:
@@ -131,6 +134,7 @@ class Trainer:
                                "--micro-batch-size or --seq-len") from None
             raise
         finally:
+            torch.set_num_threads(threads)  # --threads applies to this run only
             self.dist.close()
 
     def _run(self):
