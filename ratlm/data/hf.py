@@ -5,6 +5,10 @@ NAME is anything `datasets.load_dataset` takes (a hub name when online, a builde
 Options (`--data-options k=v,k=v`): config, split (train), val_split (none: the first val_docs
 documents of the training split are held out), val_docs (200), text_field (text), data_files,
 streaming (true: documents are read as they come, nothing is downloaded up front).
+
+Under torchrun every process reads (and tokenises) the whole stream and keeps its share of each global
+batch, so that any number of processes sees the same batches; for large runs, tokenise once with
+`ratlm prepare --data hf:NAME` and train on the shards.
 """
 from __future__ import annotations
 

@@ -130,5 +130,9 @@ class TokenStream:
         """(head, tail) streams: the last `fraction` of the tokens (at least one token) become the tail."""
         n = len(self)
         cut = n - max(1, int(n * fraction))
-        whole = self.window(0, n)
-        return TokenStream([whole[:cut]], self.bytes_per_token), TokenStream([whole[cut:]], self.bytes_per_token)
+        head, tail = [], []
+        for a, start in zip(self.arrays, self.starts[:-1]):
+            k = min(max(cut - int(start), 0), len(a))  # views, no copies (memmaps stay on disk)
+            head.append(a[:k])
+            tail.append(a[k:])
+        return TokenStream(head, self.bytes_per_token), TokenStream(tail, self.bytes_per_token)

@@ -59,11 +59,12 @@ def plot(records, png, title=""):
     if train:
         x, y = zip(*train)
         ax.plot(x, y, color="tab:blue", alpha=0.3, lw=0.8)
-        smooth, s = [], y[0]
+        w = max(1, len(y) // 25)  # trailing mean over about 4% of the points
+        c = [0.0]
         for v in y:
-            s = 0.9 * s + 0.1 * v
-            smooth.append(s)
-        ax.plot(x, smooth, color="tab:blue", lw=1.6, label="train (smoothed)")
+            c.append(c[-1] + v)
+        smooth = [(c[i + 1] - c[max(0, i + 1 - w)]) / min(w, i + 1) for i in range(len(y))]
+        ax.plot(x, smooth, color="tab:blue", lw=1.6, label="train" + (f" (mean of {w})" if w > 1 else ""))
     if val:
         x, y = zip(*val)
         ax.plot(x, y, "o-", color="tab:orange", lw=1.6, ms=4, label="validation")

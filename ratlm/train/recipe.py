@@ -106,7 +106,8 @@ OPTIONS = [
     # run
     O("out", _str, "run", "output folder (default: runs/NAME-TIMESTAMP; with --resume auto, the newest runs/NAME-*)", metavar="DIR"),
     O("name", _str, "run", "run name for the default output folder (default: the recipe name)"),
-    O("resume", _str, "run", "none, auto (the newest checkpoint in the output folder, or start fresh), or a checkpoint file",
+    O("resume", _str, "run", "none, auto (the newest checkpoint in the output folder, or start fresh), or a checkpoint "
+      "file; a resumed run keeps its saved recipe, with the options given here on top",
       metavar="none|auto|FILE"),
     O("seed", _int, "run", "seed of the initialisation and the data order"),
     O("device", _str, "run", "auto, cpu, cuda or cuda:N (under torchrun: each process's own GPU)", metavar="DEV"),

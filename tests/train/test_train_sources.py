@@ -32,11 +32,18 @@ def check_run(out, steps=4, sft=False):
     return records
 
 
-def test_default_stdlib_source_few_steps(tmp_path, capsys):
-    assert main(["train", *tiny_args(out=tmp_path / "run")]) == 0  # no --data: the standard library
+def test_default_stdlib_source_few_steps(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in tiny_args(progress="true") if a]
+    assert main(["train", *args]) == 0  # no --data: the standard library; no --out: runs/tiny-rat-TIMESTAMP
     err = capsys.readouterr().err
-    assert "standard library" in err and "writing to" in err
-    check_run(tmp_path / "run")
+    assert "standard library" in err and "writing to runs/tiny-rat-" in err
+    assert "loss=" in err and "tok_s=" in err  # the progress bar
+    (run,) = (tmp_path / "runs").iterdir()
+    check_run(run)
+    # --resume auto without --out finds that run again
+    assert main(["train", *args, "--resume", "auto"]) == 0
+    assert f"resuming from {os.path.join('runs', run.name, 'checkpoints', 'step-00000004.pt')}" in capsys.readouterr().err
 
 
 def test_text_files_and_final_model(tmp_path, corpus_dir):
