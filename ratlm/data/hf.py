@@ -32,8 +32,8 @@ def load(name, split, options):
     """A datasets Dataset or IterableDataset of one split."""
     ds_mod = _datasets()
     streaming = bool(options.get("streaming", True))
-    if os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_info.json")) or (
-            os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_dict.json"))):
+    saved = any(os.path.isfile(os.path.join(name, f)) for f in ("dataset_info.json", "dataset_dict.json"))
+    if saved:  # written by save_to_disk
         ds = ds_mod.load_from_disk(name)
         if isinstance(ds, ds_mod.DatasetDict):
             if split not in ds:

@@ -153,7 +153,7 @@ class Trainer:
         # data and tokenizer (a resumed or multi-process run uses the tokenizer saved in the run folder)
         tok_spec = r.get("tokenizer")
         saved_tok = os.path.join(out, "tokenizer")
-        if os.path.isfile(os.path.join(saved_tok, "tokenizer_config.json")):
+        if state is not None and os.path.isfile(os.path.join(saved_tok, "tokenizer_config.json")):
             tok_spec = saved_tok
         elif dist.world > 1 and tok_spec and tok_spec.startswith("bpe:"):
             if dist.main:  # train the BPE once, on rank 0
@@ -228,7 +228,7 @@ class Trainer:
             ck.clean_temporaries(ckdir)
             with open(os.path.join(out, "recipe.yaml"), "w") as fh:
                 fh.write(to_yaml(r))
-            if not os.path.isfile(os.path.join(saved_tok, "tokenizer_config.json")):
+            if state is None:
                 tok.save_pretrained(saved_tok)
             metrics.truncate_after(start)
         dist.barrier()
