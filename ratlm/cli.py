@@ -30,8 +30,9 @@ def _command_modules():
     from .bench import cli as bench
     from .eval import cli as evaluate
     from .models import cli as models
+    from .train import cli as train
 
-    return [models, evaluate, bench]
+    return [train, models, evaluate, bench]
 
 
 def build_parser():

@@ -1,0 +1,255 @@
+"""`--data SPEC` to tokenizer + train rows + validation rows.
+
+SPEC is one of
+    stdlib                   the running Python's standard library sources (the offline default)
+    PATH[,PATH...]           text files, folders, globs; .jsonl files give one document per "text" line,
+                             or SFT records when their lines have "prompt" and "response"
+    DIR                      a folder written by `ratlm prepare` (token shards + their tokenizer)
+    hf:NAME                  a Hugging Face dataset (optional extra; see ratlm.data.hf)
+    synthetic:TASK           SFT on records of ratlm.data.synthetic (options: n, val_n, and the task's own)
+Options for hf: and synthetic: come from --data-options "k=v,k=v".
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import sys
+
+import numpy as np
+
+from . import corpus, shards, sft
+from .bpe import parse_bpe, train_bpe
+from .packing import PackedRows, StreamRows
+from .tokenizer import load_tokenizer
+from .tokens import Encoder, TokenStream
+
+
+@dataclasses.dataclass
+class Data:
+    tokenizer: object
+    train: object            # StreamRows, PackedRows or hf.StreamingRows
+    val: object              # StreamRows or PackedRows (indexable), or None
+    sft: bool
+    description: str
+    bytes_per_token: float | None = None   # of the validation split, for bits per byte
+    notes: list = dataclasses.field(default_factory=list)
+
+
+def parse_options(text):
+    """"k=v,k=v" to a dict with ints, floats and booleans recognised. A part without "=" continues the
+    previous value (so data_files=a.json,b.json works)."""
+    if isinstance(text, dict):
+        return dict(text)
+    out, last = {}, None
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            if last is None:
+                raise ValueError(f"--data-options {text!r}: expected key=value pairs separated by commas")
+            out[last] = f"{out[last]},{part}"
+            continue
+        key, value = part.split("=", 1)
+        last = key.strip()
+        out[last] = _auto(value.strip())
+    return out
+
+
+def _auto(v):
+    if not isinstance(v, str):
+        return v
+    if v.lower() in ("true", "yes", "on"):
+        return True
+    if v.lower() in ("false", "no", "off"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
+def kind_of(spec):
+    if spec in (None, "", "stdlib"):
+        return "stdlib"
+    if spec.startswith("hf:"):
+        return "hf"
+    if spec.startswith("synthetic:"):
+        return "synthetic"
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path) and shards.is_prepared(path):
+        return "prepared"
+    return "files"
+
+
+def _log(log, msg):
+    if log:
+        log(msg)
+
+
+def choose_tokenizer(spec, data_spec, init_from=None, texts=None, log=None):
+    """The tokenizer for a run: `spec` is None (auto: the prepared data's or the init model's, else bytes),
+    "byte", "bpe:N" (trained here on `texts()`), or a local tokenizer folder."""
+    kind = kind_of(data_spec)
+    carried = None
+    if kind == "prepared":
+        carried = os.path.join(os.path.expanduser(data_spec), "tokenizer")
+    elif init_from and os.path.isfile(os.path.join(init_from, "tokenizer_config.json")):
+        carried = init_from
+    if spec is None:
+        return load_tokenizer(carried) if carried else load_tokenizer("byte")
+    bpe = parse_bpe(spec)
+    if bpe is not None:
+        if carried:
+            raise ValueError(f"--tokenizer {spec}: the {'prepared data' if kind == 'prepared' else 'init model'} "
+                             "already comes with a tokenizer; drop --tokenizer")
+        _log(log, f"training a byte-level BPE tokenizer of {bpe} tokens on the training text")
+        return train_bpe(texts(), bpe)
+    if spec not in ("byte", "bytes") and not os.path.isdir(os.path.expanduser(spec)):
+        raise FileNotFoundError(f"--tokenizer {spec}: no such folder (give a local tokenizer folder, 'byte' or bpe:N)")
+    tok = load_tokenizer(spec if spec in ("byte", "bytes") else os.path.expanduser(spec))
+    if kind == "prepared":
+        meta = shards.load_meta(os.path.expanduser(data_spec))
+        if len(tok) != meta["vocab_size"] or tok.eos_token_id != meta["eos_token_id"]:
+            raise ValueError(f"--tokenizer {spec} ({len(tok)} tokens, eos {tok.eos_token_id}) is not the tokenizer "
+                             f"{data_spec} was prepared with ({meta['vocab_size']} tokens, eos {meta['eos_token_id']}); "
+                             "drop --tokenizer to use the data's own")
+    return tok
+
+
+def text_source(spec, options, val_fraction):
+    """(train texts factory, val texts factory or None, description) for stdlib / files / hf sources."""
+    kind = kind_of(spec)
+    if kind in ("stdlib", "files"):
+        files = corpus.stdlib_files() if kind == "stdlib" else corpus.expand(spec)
+        train, val = corpus.split_files(files, val_fraction)
+        version = ".".join(map(str, sys.version_info[:3]))
+        name = f"Python {version} standard library ({corpus.stdlib_root()})" if kind == "stdlib" else spec
+        desc = f"{name}: {len(train)} train / {len(val)} validation files"
+        return (lambda: corpus.read_documents(train)), ((lambda: corpus.read_documents(val)) if val else None), desc
+    if kind == "hf":
+        from . import hf
+
+        name, field = spec[3:], options.get("text_field", "text")
+        split, val_split = options.get("split", "train"), options.get("val_split")
+        if val_split:
+            return (lambda: hf.texts(hf.load(name, split, options), field)), \
+                (lambda: hf.texts(hf.load(name, val_split, options), field)), f"{name} ({split} / {val_split})"
+        n_val = int(options.get("val_docs", 200))
+        return (lambda: hf.texts(hf.load(name, split, options), field, skip=n_val)), \
+            (lambda: itertools.islice(hf.texts(hf.load(name, split, options), field), n_val)), \
+            f"{name} ({split}, first {n_val} documents held out for validation)"
+    raise ValueError(f"--data {spec}: not a text source")
+
+
+def open_data(spec, seq_len, *, options=None, tokenizer=None, val_data=None, val_fraction=0.02, sft_mode=None,
+              seed=0, init_from=None, log=None):
+    """Everything the loop needs from `--data` (see the module docstring)."""
+    options = parse_options(options)
+    kind = kind_of(spec)
+    if kind == "files" and not os.path.exists(os.path.expanduser(spec.split(",")[0])) and ":" in spec.split(",")[0] \
+            and not spec.split(",")[0].startswith((".", "/", "~")):
+        raise ValueError(f"--data {spec}: unknown source; use a path, stdlib, hf:NAME or synthetic:TASK")
+    is_sft = kind == "synthetic" or (kind == "files" and all(corpus.is_sft_jsonl(f) for f in corpus.expand(spec)))
+    if sft_mode is True and not is_sft:
+        raise ValueError("--sft true needs prompt/response records: JSONL lines with \"prompt\" and \"response\", "
+                         "or --data synthetic:TASK")
+    if sft_mode is False and is_sft:
+        is_sft = False
+        if kind == "synthetic":
+            raise ValueError("--data synthetic:... is SFT data; drop --sft false")
+    if is_sft:
+        return _open_sft(spec, kind, seq_len, options, tokenizer, val_data, val_fraction, seed, init_from, log)
+    if kind == "prepared":
+        return _open_prepared(spec, seq_len, tokenizer, val_fraction, init_from, log)
+    train_texts, val_texts, desc = text_source(spec, options, val_fraction)
+    tok = choose_tokenizer(tokenizer, spec, init_from, texts=train_texts, log=log)
+    enc = Encoder(tok)
+    if kind == "hf" and options.get("streaming", True):
+        from .hf import StreamingRows, load
+
+        val_tokens, _, val_bytes = enc.stream(val_texts())
+        val = StreamRows(TokenStream([val_tokens]), seq_len, enc.eos)
+        n_val = 0 if options.get("val_split") else int(options.get("val_docs", 200))
+        train = StreamingRows(load(spec[3:], options.get("split", "train"), options), options.get("text_field", "text"),
+                              enc, seq_len, skip_docs=n_val)
+        data = Data(tok, train, val, False, f"{desc}, streamed", val_bytes / max(1, len(val_tokens)))
+        return _check_val(data)
+    _log(log, f"reading {desc}")
+    tokens, docs, nbytes = enc.stream(train_texts())
+    if not len(tokens):
+        raise ValueError(f"--data {spec}: the training split holds no text")
+    train_stream = TokenStream([tokens], nbytes / len(tokens))
+    if val_data:
+        val_tokens, _, val_bytes = enc.stream(corpus.read_documents(corpus.expand(val_data)))
+        val_stream = TokenStream([val_tokens], val_bytes / max(1, len(val_tokens)))
+    elif val_texts is not None:
+        val_tokens, _, val_bytes = enc.stream(val_texts())
+        val_stream = TokenStream([val_tokens], val_bytes / max(1, len(val_tokens)))
+    else:  # one file: its tail is the validation split
+        train_stream, val_stream = train_stream.split_tail(val_fraction)
+    desc += f"; {len(train_stream):,} train / {len(val_stream):,} validation tokens, {docs:,} documents"
+    data = Data(tok, StreamRows(train_stream, seq_len, enc.eos), StreamRows(val_stream, seq_len, enc.eos), False,
+                desc, val_stream.bytes_per_token)
+    return _check_val(data)
+
+
+def _open_prepared(spec, seq_len, tokenizer, val_fraction, init_from, log):
+    folder = os.path.expanduser(spec)
+    meta = shards.load_meta(folder)
+    tok = choose_tokenizer(tokenizer, spec, init_from, log=log)
+    train = shards.open_split(folder, "train", meta)
+    if train is None:
+        raise ValueError(f"--data {spec}: the prepared training split is empty")
+    val = shards.open_split(folder, "val", meta)
+    if val is None:
+        train, val = train.split_tail(val_fraction)
+    eos = meta["eos_token_id"]
+    desc = f"prepared tokens {spec}: {len(train):,} train / {len(val):,} validation tokens"
+    return _check_val(Data(tok, StreamRows(train, seq_len, eos), StreamRows(val, seq_len, eos), False, desc,
+                           val.bytes_per_token))
+
+
+def _open_sft(spec, kind, seq_len, options, tokenizer, val_data, val_fraction, seed, init_from, log):
+    if kind == "synthetic":
+        task = spec.split(":", 1)[1]
+        opts = dict(options)
+        n, n_val = int(opts.pop("n", 20000)), int(opts.pop("val_n", 200))
+        train_recs = sft.synthetic_records(task, n, seed, **opts)
+        val_recs = sft.synthetic_records(task, n_val, seed + 1_000_003, **opts)
+        desc = f"synthetic:{task} ({n} train / {n_val} validation records, options {opts or 'default'})"
+    else:
+        files = corpus.expand(spec)
+        if val_data:
+            train_recs, val_recs = sft.read_jsonl(files), sft.read_jsonl(corpus.expand(val_data))
+        else:
+            records = sft.read_jsonl(files)
+            order = np.random.default_rng(seed).permutation(len(records))
+            n_val = max(1, int(len(records) * val_fraction)) if len(records) > 1 else 0
+            val_recs = [records[i] for i in order[:n_val]]
+            train_recs = [records[i] for i in order[n_val:]]
+        desc = f"SFT records {spec}: {len(train_recs)} train / {len(val_recs)} validation"
+    if not train_recs:
+        raise ValueError(f"--data {spec}: no SFT records to train on")
+    tok = choose_tokenizer(tokenizer, spec if kind != "synthetic" else "stdlib", init_from,
+                           texts=lambda: (r["prompt"] + r["response"] for r in train_recs), log=log)
+    enc = Encoder(tok)
+    train_ex, cut = sft.encode_records(train_recs, enc, seq_len)
+    val_ex, _ = sft.encode_records(val_recs, enc, seq_len)
+    notes = [f"{cut} of {len(train_recs)} SFT records were longer than seq_len {seq_len} and were cut"] if cut else []
+    if not train_ex:
+        raise ValueError(f"--data {spec}: no SFT record has a response token within seq_len {seq_len}")
+    order = np.random.default_rng(seed).permutation(len(train_ex))
+    train = PackedRows([train_ex[i] for i in order], seq_len, enc.pad)
+    val = PackedRows(val_ex, seq_len, enc.pad) if val_ex else None
+    desc += f"; packed into {len(train)} rows of {seq_len}"
+    return Data(tok, train, val, True, desc, None, notes)
+
+
+def _check_val(data):
+    if data.val is not None and len(data.val) == 0:
+        data.notes.append("the validation split is shorter than one row: no validation loss")
+        data.val = None
+    return data

@@ -1,0 +1,1 @@
+"""Training: recipes, the loop, checkpoints, distributed helpers, metrics (`ratlm train`, `ratlm prepare`)."""
