@@ -134,18 +134,29 @@ class SlidingWindowAttention(Attention):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         ring_pos = cache.slot_positions()
         y = banded_attention(q, k, v, pos, pos, W, cache.keys, cache.values, ring_pos)
-        # new ring: slot s holds the latest position p = s (mod W) among all tokens seen
-        total = cache.seen + (T if lengths is None else lengths)
-        s = torch.arange(W, device=x.device)
-        last = total[:, None] - 1
-        p = last - torch.remainder(last - s, W)  # (B, W)
+        # the new ring: each slot holds the latest position that maps to it, old or new
+        p = cache.slot_positions(cache.seen + (T if lengths is None else lengths))  # (B, W + 1)
         new = p >= cache.seen[:, None]
         src = (p - cache.seen[:, None]).clamp(0, T - 1)
-        idx = src[:, None, :, None].expand(B, self.num_heads, W, self.head_dim)
+        idx = src[:, None, :, None].expand(B, self.num_heads, W + 1, self.head_dim)
         pick = new[:, None, :, None]
         cache.keys = torch.where(pick, k.gather(2, idx).to(cache.keys.dtype), cache.keys)
         cache.values = torch.where(pick, v.gather(2, idx).to(cache.values.dtype), cache.values)
         cache.advance(lengths, T)
+        return self._out(y)
+
+    def _step(self, x, cache, active):
+        if active is not None or not cache.uniform:
+            return self._prefill(x, cache, None if active is None else active.long())
+        # every row at position p: write the new pair into its slot, then read the ring
+        p, n = cache.max_seen, self.window + 1
+        v, q, k = self._project(x)
+        q, k = self._rotate(q, p), self._rotate(k, p)
+        cache.keys = scatter_tokens(cache.keys, p % n, k.transpose(1, 2))
+        cache.values = scatter_tokens(cache.values, p % n, v.transpose(1, 2))
+        filled = min(p + 1, n)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), cache.keys[:, :, :filled], cache.values[:, :, :filled])
+        cache.advance(None, 1)
         return self._out(y)
 
 

@@ -186,28 +186,27 @@ class KVCache(LayerCache):
 
 
 class WindowCache(KVCache):
-    """Ring buffer of the last `window` keys/values: token at position p sits in slot p mod window.
-
-    The query at position p reads keys p - window .. p; the window keys before it live here.
-    """
+    """Ring of the last window + 1 keys/values (the spec's window cache): the token at position p
+    sits in slot p mod (window + 1), so a decode step writes its own key and reads the whole ring."""
 
     def __init__(self, batch_size, num_heads, head_dim, window, max_length=None, device=None,
                  dtype=torch.float32):
         LayerCache.__init__(self, batch_size, max_length, device)
         self.window = window
-        self.keys = torch.zeros(batch_size, num_heads, window, head_dim, device=device, dtype=dtype)
+        self.keys = torch.zeros(batch_size, num_heads, window + 1, head_dim, device=device, dtype=dtype)
         self.values = torch.zeros_like(self.keys)
 
-    def slot_positions(self):
-        """(B, window) absolute position held by each slot, or -1 if empty."""
-        W = self.window
-        s = torch.arange(W, device=self.seen.device)
-        last = self.seen[:, None] - 1
-        pos = last - torch.remainder(last - s, W)
+    def slot_positions(self, seen=None):
+        """(B, window + 1) absolute position held by each slot after `seen` tokens (default: the
+        tokens seen so far), or -1 if the slot is empty."""
+        n = self.window + 1
+        s = torch.arange(n, device=self.seen.device)
+        last = (self.seen if seen is None else seen)[:, None] - 1
+        pos = last - torch.remainder(last - s, n)
         return torch.where(pos >= 0, pos, torch.full_like(pos, -1))
 
     def tensors(self):
-        n = min(self.max_seen, self.window)
+        n = min(self.max_seen, self.window + 1)
         return {"keys": self.keys[:, :, :n], "values": self.values[:, :, :n]}
 
 

@@ -21,7 +21,7 @@ from ..ops.dtypes import acc_dtype, up
 from ..ops.chunk_attention import chunk_attention, decode_attention
 from ..ops.naive import naive_rat
 from ..ops.rope import rotate
-from ..ops.scan import gated_scan
+from ..ops.scan import MAX_ALIGNED_CHUNK, gated_scan, kv_chunk_scan
 from .cache import RATCache, scatter_tokens
 from .common import Mixer, gather_rows
 
@@ -101,7 +101,10 @@ class RAT(Mixer):
 
     def _parallel(self, x, backend):
         z, v, u, q, k = self._project(x)
-        h = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], self.chunk_size)
+        if self.chunk_size <= MAX_ALIGNED_CHUNK:
+            h = kv_chunk_scan(k, v, u, self.chunk_size)
+        else:  # long chunks: the hierarchical scan
+            h = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], self.chunk_size)
         if backend == "flex":
             from .flex import rat_flex_attention
             y = rat_flex_attention(self, q, h)
@@ -132,37 +135,38 @@ class RAT(Mixer):
         return self._out(z, y, x.dtype)
 
     def _step(self, x, cache, active):
-        B = x.shape[0]
-        H, dh, L = self.num_heads, self.head_dim, self.chunk_size
-        z, v, u, q, k = self._project(x[:, 0])
+        B, D = x.shape[0], self.hidden_size
+        H, dh, L, G = self.num_heads, self.head_dim, self.chunk_size, self.qk_groups
+        R = H // G
         uniform = cache.uniform  # every row at the same position: python ints, no masks
-        x1 = torch.sigmoid(-u)[:, None] * up(torch.stack([self._tile(k), v], 1))
+        z, v, u, q, k = self._project(x[:, 0])
+        x1 = torch.sigmoid(-u).unsqueeze(1) * up(torch.cat([k] * R + [v], -1)).view(B, 2, D)
         if L == 1 or (uniform and cache.max_seen % L == 0):  # a chunk starts here
             h = x1
         else:
             prev = cache.running if uniform else cache.running * (cache.seen % L != 0)[:, None, None]
-            h = torch.addcmul(x1, torch.sigmoid(u)[:, None], prev)
-        kt, vt = h[:, 0].view(B, H, 1, dh), h[:, 1].view(B, H, 1, dh)
-        qh = self._tile(q).view(B, 1, H, dh)
-        scale = 1.0 / math.sqrt(dh)
-        self_score = (up(qh.transpose(1, 2)) * kt).sum(-1) * scale  # (B, H, 1)
+            h = torch.addcmul(x1, torch.sigmoid(u).unsqueeze(1), prev)
+        kt, vt = h.unbind(1)
+        qs = up(q).view(B, 1, G, dh) * (1.0 / math.sqrt(dh))  # scaled, at group width
+        self_score = (kt.view(B, R, G, dh) * qs).sum(-1).view(B, H, 1)
         chunk = cache.max_seen // L if uniform else (cache.seen // L)[:, None]
         cmax = cache.max_chunks
         valid = None if uniform else torch.arange(cmax, device=x.device)[None] < chunk
-        y = decode_attention(self._rotate(qh, chunk).transpose(1, 2), cache.keys[:, :, :cmax],
-                             cache.values[:, :, :cmax], self_score, vt, valid, scale)
+        qr = torch.cat([self._rotate(qs, chunk)] * R, 2).transpose(1, 2)  # (B, H, 1, dh), head h: group h mod G
+        y = decode_attention(qr, cache.keys[:, :, :cmax], cache.values[:, :, :cmax], self_score,
+                             vt.view(B, H, 1, dh), valid, 1.0)
         # a chunk that ends here joins the memory
         if not uniform or (cache.max_seen + 1) % L == 0:
             cache.ensure(cmax + 1)
             slot = chunk if uniform else chunk[:, 0]
-            kr = self._rotate(kt.transpose(1, 2).to(x.dtype), chunk).transpose(1, 2)
+            kr = self._rotate(kt.view(B, 1, H, dh).to(x.dtype), chunk).transpose(1, 2)
             cache.keys = scatter_tokens(cache.keys, slot, kr)
-            cache.values = scatter_tokens(cache.values, slot, vt.to(x.dtype))
+            cache.values = scatter_tokens(cache.values, slot, vt.view(B, H, 1, dh).to(x.dtype))
         if active is not None:  # rows without a token this step keep their state
             h = torch.where(active[:, None, None], h, cache.running)
         cache.running = h
         cache.advance(None if active is None else active.long(), 1)
-        return self._out(z[:, None], y.reshape(B, 1, H * dh), x.dtype)
+        return self._out(z, y.view(B, D), x.dtype).unsqueeze(1)
 
     # inter-chunk attention ------------------------------------------------------------------------
     def _attend(self, q, h, start, cache=None):
@@ -173,14 +177,13 @@ class RAT(Mixer):
         this call, (keys rotated (B, Cn, H, dh), values (B, Cn, H, dh)), in chunk order per row.
         """
         B, T = h.shape[:2]
-        H, dh, L = self.num_heads, self.head_dim, self.chunk_size
+        H, dh, L, G = self.num_heads, self.head_dim, self.chunk_size, self.qk_groups
         dev = h.device
         dtype = q.dtype
-        kt = h[:, :, 0].view(B, T, H, dh)
-        vt = h[:, :, 1].view(B, T, H, dh)
-        qh = self._tile(q).view(B, T, H, dh)
-        scale = 1.0 / math.sqrt(dh)
-        self_score = (up(qh) * kt).sum(-1).transpose(1, 2) * scale  # (B, H, T)
+        kt, vt = (t.view(B, T, H, dh) for t in h.unbind(2))
+        # queries are scaled and rotated at group width (G heads), then tiled to H heads
+        q = up(q).view(B, T, G, dh) * (1.0 / math.sqrt(dh))
+        self_score = (kt.view(B, T, H // G, G, dh) * q[:, :, None]).sum(-1).view(B, T, H).transpose(1, 2)
         ar = torch.arange(T, device=dev)
         if isinstance(start, int):
             q_chunk = ((start + ar) // L)[None]
@@ -199,7 +202,7 @@ class RAT(Mixer):
             e_chunk = torch.where(ok, (start[:, None] + idx) // L, NEVER)
         keys = self._rotate(keys.to(dtype), e_chunk)
         values = values.to(dtype)
-        qr = self._rotate(qh, q_chunk)
+        q = self._rotate(q, q_chunk).transpose(1, 2).repeat(1, H // G, 1, 1).to(dtype)  # (B, H, T, dh)
         mem_k, mem_v, k_chunk = keys.transpose(1, 2), values.transpose(1, 2), e_chunk
         if cache is not None and cache.max_chunks > 0:
             cmax = cache.max_chunks
@@ -208,8 +211,7 @@ class RAT(Mixer):
             mem_k = torch.cat([cache.keys[:, :, :cmax], mem_k], 2)
             mem_v = torch.cat([cache.values[:, :, :cmax], mem_v], 2)
             k_chunk = torch.cat([c_chunk, k_chunk.expand(B, -1)], 1)
-        y = chunk_attention(qr.transpose(1, 2), mem_k, mem_v, self_score, vt.transpose(1, 2),
-                            q_chunk, k_chunk, scale)
+        y = chunk_attention(q, mem_k, mem_v, self_score, vt.transpose(1, 2), q_chunk, k_chunk, 1.0)
         return y.transpose(1, 2).reshape(B, T, H * dh), (keys, values)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .dtypes import acc_dtype
+from .dtypes import acc_dtype, up
 
 QUERY_BLOCK = 512
 MAX_BLOCK_ELEMS = 1 << 22  # cap on heads x queries x keys held at once per block
@@ -38,26 +38,32 @@ def _query_blocks(q_chunk, k_chunk, Tq, heads):
     return [(i0, min(i0 + bq, Tq), int(f), int(e)) for i0, f, e in zip(starts, kfull.tolist(), kend.tolist())]
 
 
-def _block_probs(qs, k, q_chunk, k_chunk, i0, i1, kfull, kend, shift):
-    """exp(scores - shift) of queries i0:i1 over keys :kend (0 where invisible), float32.
+def _with_column(t, value):
+    """t with one more last-dim column filled with `value`."""
+    return torch.cat([t, t.new_full((*t.shape[:-1], 1), value)], -1)
 
-    qs: queries already multiplied by the scale. shift: (B, H, i1-i0, 1), or None to return the
-    masked scores themselves (with -inf where invisible)."""
+
+def _scaled(q, acc, scale):
+    q = q.to(acc)
+    return q if scale == 1.0 else q * scale
+
+
+def _block_scores(qs, k, q_chunk, k_chunk, i0, i1, kfull, kend):
+    """Scores of queries i0:i1 over keys :kend, -inf where invisible (qs: queries times the scale)."""
     s = torch.matmul(qs[:, :, i0:i1], k[:, :, :kend].to(qs.dtype).transpose(-1, -2))
     if kfull < kend:  # the mask only touches the last few keys
         visible = k_chunk[:, None, kfull:kend] < q_chunk[:, i0:i1, None]
         s[..., kfull:kend].masked_fill_(~visible[:, None], float("-inf"))
-    if shift is None:
-        return s
-    return s.sub_(shift).exp_()
+    return s
 
 
 def chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
     """Returns (out (B, H, Tq, dh), lse (B, H, Tq)) in float32 (float64 for float64). No autograd."""
     B, H, Tq, dh = q.shape
     acc = acc_dtype(q.dtype)
-    qs = q.to(acc) * scale
-    out = torch.empty(B, H, Tq, dh, dtype=acc, device=q.device)
+    qs = _scaled(q, acc, scale)
+    # (B, Tq, H, dh) in memory, so (B, Tq, H * dh) is a free view for the caller
+    out = torch.empty(B, Tq, H, dh, dtype=acc, device=q.device).transpose(1, 2)
     lse = torch.empty(B, H, Tq, dtype=acc, device=q.device)
     for i0, i1, kfull, kend in _query_blocks(q_chunk, k_chunk, Tq, H):
         ss = self_score[:, :, i0:i1, None].to(acc)
@@ -66,7 +72,7 @@ def chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, s
             out[:, :, i0:i1] = sv
             lse[:, :, i0:i1] = ss[..., 0]
             continue
-        s = _block_probs(qs, k, q_chunk, k_chunk, i0, i1, kfull, kend, None)
+        s = _block_scores(qs, k, q_chunk, k_chunk, i0, i1, kfull, kend)
         m = torch.maximum(s.amax(-1, keepdim=True), ss)
         p = s.sub_(m).exp_()
         ps = torch.exp(ss - m)
@@ -92,24 +98,33 @@ class _ChunkAttention(torch.autograd.Function):
         B, H, Tq, dh = q.shape
         acc = acc_dtype(q.dtype)
         dout = dout.to(acc)
-        qs = q.to(acc) * scale
+        qs = _scaled(q, acc, scale)
         delta = (dout * out).sum(-1, keepdim=True)  # (B, H, Tq, 1)
-        dq = torch.zeros(B, H, Tq, dh, dtype=acc, device=q.device)
+        dq = torch.empty(B, H, Tq, dh, dtype=acc, device=q.device)
         dk = torch.zeros(k.shape, dtype=acc, device=q.device)
         dv = torch.zeros(v.shape, dtype=acc, device=q.device)
         ps = torch.exp(self_score.to(acc) - lse)[..., None]
         dss = ps * ((dout * self_value.to(acc)).sum(-1, keepdim=True) - delta)
         dsv = ps * dout
+        # one extra column folds the subtractions into the matmuls:
+        # [qs, -lse] . [k, 1] = score - lse   and   [dout, -delta] . [v, 1] = d(prob) - delta
+        k1 = _with_column(k.to(acc), 1.0)
+        v1 = _with_column(v.to(acc), 1.0)
+        q1 = torch.cat([qs, -lse[..., None]], -1)
+        d1 = torch.cat([dout, -delta], -1)
         for i0, i1, kfull, kend in _query_blocks(q_chunk, k_chunk, Tq, H):
             if kend == 0:
+                dq[:, :, i0:i1] = 0
                 continue
-            p = _block_probs(qs, k, q_chunk, k_chunk, i0, i1, kfull, kend, lse[:, :, i0:i1, None])
-            do = dout[:, :, i0:i1]
-            ds = torch.matmul(do, v[:, :, :kend].to(acc).transpose(-1, -2))
-            ds.sub_(delta[:, :, i0:i1]).mul_(p)  # d(score), before the scale
-            torch.matmul(ds, k[:, :, :kend].to(acc), out=dq[:, :, i0:i1])
+            p = torch.matmul(q1[:, :, i0:i1], k1[:, :, :kend].transpose(-1, -2))
+            if kfull < kend:
+                visible = k_chunk[:, None, kfull:kend] < q_chunk[:, i0:i1, None]
+                p[..., kfull:kend].masked_fill_(~visible[:, None], float("-inf"))
+            p.exp_()
+            ds = torch.matmul(d1[:, :, i0:i1], v1[:, :, :kend].transpose(-1, -2)).mul_(p)  # d(score) / scale
+            torch.matmul(ds, k1[:, :, :kend, :dh], out=dq[:, :, i0:i1])
             dk[:, :, :kend] += torch.matmul(ds.transpose(-1, -2), qs[:, :, i0:i1])
-            dv[:, :, :kend] += torch.matmul(p.transpose(-1, -2), do)
+            dv[:, :, :kend] += torch.matmul(p.transpose(-1, -2), dout[:, :, i0:i1])
         dq.mul_(scale)
         return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dss[..., 0].to(self_score.dtype),
                 dsv.to(self_value.dtype), None, None, None)
@@ -130,9 +145,10 @@ def decode_attention(q, k, v, self_score, self_value, valid, scale):
     """One query per row against a memory of N pairs plus its own running pair (no autograd needed,
     but differentiable). q: (B, H, 1, dh); k, v: (B, H, N, dh); self_score: (B, H, 1);
     self_value: (B, H, 1, dh); valid: (B, N) bool or None (all). Returns float32 (B, H, 1, dh)."""
-    acc = acc_dtype(q.dtype)
-    s = torch.matmul(q.to(acc), k.to(acc).transpose(-1, -2)) * scale
+    s = torch.matmul(up(q), up(k).transpose(-1, -2))
+    if scale != 1.0:
+        s = s * scale
     if valid is not None:
         s = s.masked_fill(~valid[:, None, None], float("-inf"))
-    p = torch.cat([s, self_score.to(acc)[..., None]], -1).softmax(-1)
-    return torch.matmul(p[..., :-1], v.to(acc)) + p[..., -1:] * self_value.to(acc)
+    p = torch.cat([s, up(self_score).unsqueeze(-1)], -1).softmax(-1)
+    return torch.addcmul(torch.matmul(p[..., :-1], up(v)), p[..., -1:], up(self_value))

@@ -11,4 +11,7 @@ def acc_dtype(dtype):
 
 def up(t):
     """t in its accumulation dtype: float32 for float32/bf16/fp16 inputs, float64 stays float64."""
-    return t.to(acc_dtype(t.dtype))
+    return t if t.dtype in _ACC else t.to(torch.float32)
+
+
+_ACC = (torch.float32, torch.float64)

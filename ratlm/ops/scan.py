@@ -16,7 +16,7 @@ import torch
 from .dtypes import up
 
 BLOCK = 16  # tokens per block in the hierarchical scan
-MAX_ALIGNED_CHUNK = 64  # chunks up to this length are scanned directly, one chunk per block
+MAX_ALIGNED_CHUNK = 64  # longer chunks take the hierarchical scan (fewer Python steps)
 
 
 def _block_scan(a, b):
@@ -66,39 +66,60 @@ def _shift_right(h, first):
 class _ChunkScan(torch.autograd.Function):
     """The common case: chunks of length L start at token 0 and every state starts from zero.
 
-    Works in the chunked layout (B, C, L, ...) so a scan is L - 1 fused multiply-adds over all chunks."""
+    Works in the chunked layout (B, C, L, 2, D): the scan is L - 1 fused multiply-adds over all
+    chunks. Scans keys and values together with one gate (the RAT layer); keys come at group width
+    G*dh and are tiled to D here (head h uses group h mod G), so the tiled copy is never stored."""
 
     @staticmethod
-    def forward(ctx, x, u, L):
-        B, T = x.shape[:2]
+    def forward(ctx, k, v, u, L):
+        B, T, D = v.shape
         pad = (-T) % L
-        xc, uc = _chunked(up(x), L, pad), _chunked(up(u), L, pad)
-        g = torch.sigmoid(uc)
-        h = torch.sigmoid(-uc).mul_(xc) if uc.shape == xc.shape else torch.sigmoid(-uc) * xc
+        kc, vc, uc = (_chunked(up(t), L, pad) for t in (k, v, u))
+        C, Gd = kc.shape[1], k.shape[-1]
+        R = D // Gd
+        g, om = torch.sigmoid(uc), torch.sigmoid(-uc)  # g and 1 - g, each without cancellation
+        h = torch.empty(B, C, L, 2, D, dtype=uc.dtype, device=uc.device)
+        torch.mul(om.view(B, C, L, R, Gd), kc[:, :, :, None], out=h[:, :, :, 0].view(B, C, L, R, Gd))
+        torch.mul(om, vc, out=h[:, :, :, 1])
+        g2 = g[:, :, :, None]
         for j in range(1, L):
-            h[:, :, j].addcmul_(g[:, :, j], h[:, :, j - 1])
-        ctx.save_for_backward(x, u, h)
+            h[:, :, j].addcmul_(g2[:, :, j], h[:, :, j - 1])
+        ctx.save_for_backward(k, v, u, h)
         ctx.L, ctx.pad = L, pad
         return h.flatten(1, 2)[:, :T]
 
     @staticmethod
     def backward(ctx, dh):
-        x, u, h = ctx.saved_tensors
+        k, v, u, h = ctx.saved_tensors
         L, pad = ctx.L, ctx.pad
-        T = x.shape[1]
-        xc, uc = _chunked(up(x), L, pad), _chunked(up(u), L, pad)
+        B, T, D = v.shape
+        kc, vc, uc = (_chunked(up(t), L, pad) for t in (k, v, u))
+        C, Gd = kc.shape[1], k.shape[-1]
+        R = D // Gd
+        g, om = torch.sigmoid(uc), torch.sigmoid(-uc)
+        g2 = g[:, :, :, None]
         r = _chunked(up(dh), L, pad).clone()
-        g = torch.sigmoid(uc)
         for j in range(L - 2, -1, -1):  # adjoint: r_t = dh_t + g_(t+1) r_(t+1) within the chunk
-            r[:, :, j].addcmul_(g[:, :, j + 1], r[:, :, j + 1])
-        one_minus_g = torch.sigmoid(-uc)
-        dx = r * one_minus_g
+            r[:, :, j].addcmul_(g2[:, :, j + 1], r[:, :, j + 1])
+        dx = r * om[:, :, :, None]
+        dk = dx[:, :, :, 0].reshape(B, C, L, R, Gd).sum(3)
         # d h_t / d g_t = h_(t-1) - x_t, with h_(-1) = 0 at each chunk start
         t = torch.empty_like(r)
-        torch.neg(xc[:, :, 0], out=t[:, :, 0])
-        torch.sub(h[:, :, :-1], xc[:, :, 1:], out=t[:, :, 1:])
-        du = t.mul_(r).sum_to_size(uc.shape).mul_(g).mul_(one_minus_g)
-        return dx.flatten(1, 2)[:, :T].to(x.dtype), du.flatten(1, 2)[:, :T].to(u.dtype), None
+        tk = t[:, :, :, 0].view(B, C, L, R, Gd)
+        tk[:, :, :1].copy_(kc[:, :, :1, None]).neg_()
+        torch.sub(h[:, :, :-1, 0].view(B, C, L - 1, R, Gd), kc[:, :, 1:, None], out=tk[:, :, 1:])
+        torch.neg(vc[:, :, :1], out=t[:, :, :1, 1])
+        torch.sub(h[:, :, :-1, 1], vc[:, :, 1:], out=t[:, :, 1:, 1])
+        du = t.mul_(r).sum(3).mul_(g).mul_(om)
+        unchunk = lambda x, like: x.flatten(1, 2)[:, :T].to(like.dtype)  # noqa: E731
+        return unchunk(dk, k), unchunk(dx[:, :, :, 1], v), unchunk(du, u), None
+
+
+def kv_chunk_scan(k, v, gate_logits, chunk_size):
+    """The RAT layer's scan from a fresh start: keys and values through the same gate, restarting
+    at every multiple of chunk_size. k: (B, T, G*dh), tiled to D inside; v, gate_logits: (B, T, D).
+    Returns (B, T, 2, D) running (k~, v~) in float32 (float64 for float64). Differentiable."""
+    return _ChunkScan.apply(k, v, gate_logits, int(chunk_size))
 
 
 def _chunked(t, L, pad):
@@ -156,9 +177,6 @@ def gated_scan(x, gate_logits, chunk_size=None, start=None, initial=None):
     if x.dim() < 2:
         raise ValueError(f"gated_scan needs x of shape (B, T, ...), got {tuple(x.shape)}")
     B, T = x.shape[:2]
-    no_start = start is None or (isinstance(start, int) and chunk_size is not None and start % chunk_size == 0)
-    if chunk_size is not None and no_start and initial is None and chunk_size <= MAX_ALIGNED_CHUNK:
-        return _ChunkScan.apply(x, gate_logits, int(chunk_size))
     keep = None
     if chunk_size is not None:
         pos = torch.arange(T, device=x.device)[None]
