@@ -39,21 +39,22 @@ def _window_block_mask(T, W, device):
     return create_block_mask(mask_mod, None, None, T, T, device=device)
 
 
-def rat_flex_attention(layer, q, h):
-    """Same result as `RAT._attend(q, h, 0)[0]`: (B, T, D) float32."""
-    B, T = h.shape[:2]
+def rat_flex_attention(layer, q, kt, vt):
+    """Same result as `RAT._attend(q, kt, vt, 0)[0]`: (B, T, D) float32."""
+    B, T = kt.shape[:2]
     H, dh, L = layer.num_heads, layer.head_dim, layer.chunk_size
     dtype = q.dtype
-    kt = h[:, :, 0].view(B, T, H, dh).to(dtype)
-    vt = h[:, :, 1].view(B, T, H, dh).to(dtype)
+    kt = kt.view(B, T, H, dh).to(dtype)
+    vt = vt.view(B, T, H, dh).to(dtype)
+    dev = kt.device
     C = T // L
-    ar = torch.arange(T, device=h.device)
+    ar = torch.arange(T, device=dev)
     chunk = (ar // L)[None]
-    ends = layer._rotate(kt[:, L - 1 :: L], torch.arange(C, device=h.device)[None])
+    ends = layer._rotate(kt[:, L - 1 :: L], torch.arange(C, device=dev)[None])
     keys = torch.cat([ends, layer._rotate(kt, chunk)], 1).transpose(1, 2)
     values = torch.cat([vt[:, L - 1 :: L], vt], 1).transpose(1, 2)
     qr = layer._rotate(layer._tile(q).view(B, T, H, dh), chunk).transpose(1, 2)
-    mask = _rat_block_mask(T, C, L, str(h.device))
+    mask = _rat_block_mask(T, C, L, str(dev))
     y = _flex(qr.is_cuda)(qr, keys.contiguous(), values.contiguous(), block_mask=mask, scale=1.0 / math.sqrt(dh))
     return y.transpose(1, 2).reshape(B, T, H * dh).float()
 

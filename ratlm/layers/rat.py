@@ -101,15 +101,17 @@ class RAT(Mixer):
 
     def _parallel(self, x, backend):
         z, v, u, q, k = self._project(x)
-        if self.chunk_size <= MAX_ALIGNED_CHUNK:
-            h = kv_chunk_scan(k, v, u, self.chunk_size)
+        ends = None
+        if self.chunk_size <= MAX_ALIGNED_CHUNK:  # the scan also hands over the chunks' final pairs
+            kt, vt, k_end, v_end = kv_chunk_scan(k, v, u, self.chunk_size)
+            ends = (k_end, v_end)
         else:  # long chunks: the hierarchical scan
-            h = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], self.chunk_size)
+            kt, vt = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], self.chunk_size).unbind(2)
         if backend == "flex":
             from .flex import rat_flex_attention
-            y = rat_flex_attention(self, q, h)
+            y = rat_flex_attention(self, q, kt, vt)
         else:
-            y, _ = self._attend(q, h, 0)
+            y, _ = self._attend(q, kt, vt, 0, ends=ends)
         return self._out(z, y, x.dtype)
 
     def _prefill(self, x, cache, lengths):
@@ -118,16 +120,21 @@ class RAT(Mixer):
         z, v, u, q, k = self._project(x)
         start = cache.max_seen if cache.uniform else cache.seen
         fresh = cache.uniform and cache.max_seen % L == 0  # no running pair to carry
-        h = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], L, start=start,
-                       initial=None if fresh else cache.running)
-        y, (keys, values) = self._attend(q, h, start, cache)
+        ends = None
+        if fresh and L <= MAX_ALIGNED_CHUNK:
+            kt, vt, k_end, v_end = kv_chunk_scan(k, v, u, L)
+            ends = (k_end, v_end)
+        else:
+            kt, vt = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], L, start=start,
+                                initial=None if fresh else cache.running).unbind(2)
+        y, (keys, values) = self._attend(q, kt, vt, start, cache, ends)
         # completed chunks go to memory (slots past a row's count hold nothing it will read)
         cache.ensure(cache.max_chunks + keys.shape[1] + 1)
         chunks = cache.chunks
         cache.keys = scatter_tokens(cache.keys, chunks, keys.transpose(1, 2))
         cache.values = scatter_tokens(cache.values, chunks, values.transpose(1, 2))
         last = (torch.full((B,), T, device=x.device) if lengths is None else lengths) - 1
-        running = gather_rows(h, last.clamp(min=0))
+        running = torch.stack([gather_rows(kt, last.clamp(min=0)), gather_rows(vt, last.clamp(min=0))], 1)
         if lengths is not None:
             running = torch.where((lengths > 0)[:, None, None], running, cache.running)
         cache.running = running
@@ -169,18 +176,19 @@ class RAT(Mixer):
         return self._out(z, y.view(B, D), x.dtype).unsqueeze(1)
 
     # inter-chunk attention ------------------------------------------------------------------------
-    def _attend(self, q, h, start, cache=None):
+    def _attend(self, q, kt, vt, start, cache=None, ends=None):
         """Attention of every token over earlier chunks' final pairs (memory) and its own running pair.
 
-        q: (B, T, G*dh); h: (B, T, 2, D) running (k~, v~) at absolute positions start + t (start: int
-        or (B,) tensor). Returns y (B, T, D) float32 and the final pairs of the chunks completed in
-        this call, (keys rotated (B, Cn, H, dh), values (B, Cn, H, dh)), in chunk order per row.
+        q: (B, T, G*dh); kt, vt: (B, T, D) running pairs at absolute positions start + t (start: int
+        or (B,) tensor); ends: the final pairs of the complete chunks, when start is 0 and the scan
+        gave them. Returns y (B, T, D) float32 and the final pairs of the chunks completed in this
+        call, (keys rotated (B, Cn, H, dh), values (B, Cn, H, dh)), in chunk order per row.
         """
-        B, T = h.shape[:2]
+        B, T = kt.shape[:2]
         H, dh, L, G = self.num_heads, self.head_dim, self.chunk_size, self.qk_groups
-        dev = h.device
+        dev = kt.device
         dtype = q.dtype
-        kt, vt = (t.view(B, T, H, dh) for t in h.unbind(2))
+        kt, vt = kt.view(B, T, H, dh), vt.view(B, T, H, dh)
         # queries are scaled and rotated at group width (G heads), then tiled to H heads
         q = up(q).view(B, T, G, dh) * (1.0 / math.sqrt(dh))
         self_score = (kt.view(B, T, H // G, G, dh) * q[:, :, None]).sum(-1).view(B, T, H).transpose(1, 2)
@@ -188,7 +196,10 @@ class RAT(Mixer):
         if isinstance(start, int):
             q_chunk = ((start + ar) // L)[None]
             first = L - 1 - start % L
-            keys, values = kt[:, first::L], vt[:, first::L]
+            if ends is not None:
+                keys, values = (t.view(B, -1, H, dh) for t in ends)
+            else:
+                keys, values = kt[:, first::L], vt[:, first::L]
             e_chunk = (start + first) // L + torch.arange(keys.shape[1], device=dev)[None]
         else:
             pos = start[:, None] + ar

@@ -86,10 +86,12 @@ class _ChunkScan(torch.autograd.Function):
             h[:, :, j].addcmul_(g2[:, :, j], h[:, :, j - 1])
         ctx.save_for_backward(k, v, u, h)
         ctx.L, ctx.pad = L, pad
-        return h.flatten(1, 2)[:, :T]
+        run = h.flatten(1, 2)[:, :T]
+        ends = h[:, : T // L, L - 1]  # final pairs of the complete chunks
+        return run[:, :, 0], run[:, :, 1], ends[:, :, 0], ends[:, :, 1]
 
     @staticmethod
-    def backward(ctx, dh):
+    def backward(ctx, dk_run, dv_run, dk_end, dv_end):
         k, v, u, h = ctx.saved_tensors
         L, pad = ctx.L, ctx.pad
         B, T, D = v.shape
@@ -98,7 +100,14 @@ class _ChunkScan(torch.autograd.Function):
         R = D // Gd
         g, om = torch.sigmoid(uc), torch.sigmoid(-uc)
         g2 = g[:, :, :, None]
-        r = _chunked(up(dh), L, pad).clone()
+        r = torch.zeros_like(h) if pad or None in (dk_run, dv_run) else torch.empty_like(h)
+        run = r.flatten(1, 2)[:, :T]
+        for i, d in enumerate((dk_run, dv_run)):
+            if d is not None:
+                run[:, :, i] = d
+        for i, d in enumerate((dk_end, dv_end)):
+            if d is not None:
+                r[:, : T // L, L - 1, i] += d
         for j in range(L - 2, -1, -1):  # adjoint: r_t = dh_t + g_(t+1) r_(t+1) within the chunk
             r[:, :, j].addcmul_(g2[:, :, j + 1], r[:, :, j + 1])
         dx = r * om[:, :, :, None]
@@ -118,7 +127,9 @@ class _ChunkScan(torch.autograd.Function):
 def kv_chunk_scan(k, v, gate_logits, chunk_size):
     """The RAT layer's scan from a fresh start: keys and values through the same gate, restarting
     at every multiple of chunk_size. k: (B, T, G*dh), tiled to D inside; v, gate_logits: (B, T, D).
-    Returns (B, T, 2, D) running (k~, v~) in float32 (float64 for float64). Differentiable."""
+
+    Returns (k~, v~) running pairs (B, T, D) and the final pairs of the T // chunk_size complete
+    chunks (B, C, D), in float32 (float64 for float64). Differentiable in all three inputs."""
     return _ChunkScan.apply(k, v, gate_logits, int(chunk_size))
 
 

@@ -93,10 +93,21 @@ def test_kv_chunk_scan_matches_reference(T, L, G, R):
     k = torch.randn(2, T, G * dh, generator=gen, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, T, D, generator=gen, dtype=torch.float64, requires_grad=True)
     u = torch.randn(2, T, D, generator=gen, dtype=torch.float64, requires_grad=True)
-    out = kv_chunk_scan(k, v, u, L)
-    ref = torch.stack([naive_gated_scan(tile_groups(k, D), u, L), naive_gated_scan(v, u, L)], 2)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    for a, b in zip(_grads(out, [k, v, u]), _grads(ref, [k, v, u])):
+    kt, vt, k_end, v_end = kv_chunk_scan(k, v, u, L)
+    rk, rv = naive_gated_scan(tile_groups(k, D), u, L), naive_gated_scan(v, u, L)
+    C = T // L
+    ref = [rk, rv, rk[:, L - 1 :: L][:, :C], rv[:, L - 1 :: L][:, :C]]
+    for a, b in zip((kt, vt, k_end, v_end), ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    gen = torch.Generator().manual_seed(4)
+    weights = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in ref]
+    loss = sum((a * w).sum() for a, w in zip((kt, vt, k_end, v_end), weights))
+    ref_loss = sum((a * w).sum() for a, w in zip(ref, weights))
+    for a, b in zip(_grads(loss, [k, v, u]), _grads(ref_loss, [k, v, u])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # an unused output gets no gradient: still right
+    rv = naive_gated_scan(v, u, L)
+    for a, b in zip(_grads(kv_chunk_scan(k, v, u, L)[1], [k, v, u]), _grads(rv, [k, v, u])):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     out32 = kv_chunk_scan(k.float(), v.float(), u.float(), L)
-    torch.testing.assert_close(out32.double(), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out32[0].double(), rk, rtol=1e-5, atol=1e-6)
