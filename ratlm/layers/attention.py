@@ -132,8 +132,12 @@ class SlidingWindowAttention(Attention):
         pos = self._positions(cache, T).expand(B, T)
         q, k = self._rotate(q, pos), self._rotate(k, pos)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        ring_pos = cache.slot_positions()
-        y = banded_attention(q, k, v, pos, pos, W, cache.keys, cache.values, ring_pos)
+        if cache.uniform and cache.max_seen == 0:  # first prefill: nothing in the ring yet
+            ar = pos[0]
+            y = (F.scaled_dot_product_attention(q, k, v, is_causal=True) if T <= W + 1
+                 else banded_attention(q, k, v, ar, ar, W))
+        else:
+            y = banded_attention(q, k, v, pos, pos, W, cache.keys, cache.values, cache.slot_positions())
         # the new ring: each slot holds the latest position that maps to it, old or new
         p = cache.slot_positions(cache.seen + (T if lengths is None else lengths))  # (B, W + 1)
         new = p >= cache.seen[:, None]
