@@ -72,23 +72,29 @@ def split_files(files, val_fraction):
     return [f for f in files if f not in chosen], val
 
 
+def jsonl_records(path):
+    """Yield (line number, record) for the non-empty lines of a JSONL file; a bad line is a ValueError
+    naming the file and line."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+
+
 def read_documents(files):
     """Yield the text of each document: a whole file, or each "text" of a .jsonl file's lines."""
     for f in files:
         if f.endswith(".jsonl"):
-            with open(f, encoding="utf-8", errors="replace") as fh:
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{f}:{n}: not valid JSON ({e.msg})") from None
-                    text = rec.get("text") if isinstance(rec, dict) else None
-                    if not isinstance(text, str):
-                        raise ValueError(f"{f}:{n}: a text .jsonl line needs a string field \"text\" "
-                                         "(or \"prompt\" and \"response\" for SFT)")
-                    yield text
+            for n, rec in jsonl_records(f):
+                text = rec.get("text") if isinstance(rec, dict) else None
+                if not isinstance(text, str):
+                    raise ValueError(f"{f}:{n}: a text .jsonl line needs a string field \"text\" "
+                                     "(or \"prompt\" and \"response\" for SFT)")
+                yield text
         else:
             with open(f, encoding="utf-8", errors="replace") as fh:
                 yield fh.read()

@@ -4,8 +4,8 @@ response tokens (and the EOS that ends them) only."""
 from __future__ import annotations
 
 import importlib
-import json
 
+from .corpus import jsonl_records
 from .packing import example_arrays
 
 
@@ -13,18 +13,11 @@ def read_jsonl(files):
     """All {"prompt", "response"} records of the given JSONL files."""
     records = []
     for f in files:
-        with open(f, encoding="utf-8", errors="replace") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{f}:{n}: not valid JSON ({e.msg})") from None
-                if not (isinstance(rec, dict) and isinstance(rec.get("prompt"), str)
-                        and isinstance(rec.get("response"), str)):
-                    raise ValueError(f"{f}:{n}: an SFT line needs string fields \"prompt\" and \"response\"")
-                records.append(rec)
+        for n, rec in jsonl_records(f):
+            if not (isinstance(rec, dict) and isinstance(rec.get("prompt"), str)
+                    and isinstance(rec.get("response"), str)):
+                raise ValueError(f"{f}:{n}: an SFT line needs string fields \"prompt\" and \"response\"")
+            records.append(rec)
     return records
 
 

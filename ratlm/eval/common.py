@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from ..data.corpus import jsonl_records
+
 
 def pick_device(device=None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,15 +68,13 @@ def read_documents(paths, text_field="text"):
             continue
         if not os.path.exists(path):
             raise FileNotFoundError(f"data file {path} not found")
-        with open(path, encoding="utf-8") as f:
-            if path.endswith(".jsonl"):
-                for i, line in enumerate(f):
-                    if line.strip():
-                        rec = json.loads(line)
-                        if text_field not in rec:
-                            raise ValueError(f"{path} line {i + 1} has no field {text_field!r}; use --text-field")
-                        docs.append(rec[text_field])
-            else:
+        if path.endswith(".jsonl"):
+            for n, rec in jsonl_records(path):
+                if not isinstance(rec, dict) or text_field not in rec:
+                    raise ValueError(f"{path}:{n}: no field {text_field!r}; use --text-field")
+                docs.append(rec[text_field])
+        else:
+            with open(path, encoding="utf-8") as f:
                 docs.append(f.read())
     docs = [d for d in docs if d]
     if not docs:
