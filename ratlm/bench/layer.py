@@ -104,6 +104,32 @@ def _time(fn, device, warmup, repeats):
     return times
 
 
+def _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device, steps, compile):
+    """(the function to time, its FLOPs, the decode cache bytes or None) for one measurement."""
+    x = torch.randn(B, T, hidden, device=device, dtype=dt)
+    if mode == "train":
+        fwd = torch.compile(layer) if compile else layer
+        x.requires_grad_(True)
+
+        def fn():
+            fwd(x).float().square().mean().backward()
+        return fn, 3 * mixer_flops(kind, opts, hidden, heads, qk_groups, B, T), None
+    if mode == "prefill":
+        def fn():
+            with torch.no_grad():
+                layer(x, cache=layer.init_cache(B, max_length=T))
+        return fn, mixer_flops(kind, opts, hidden, heads, qk_groups, B, T), None
+    cache = layer.init_cache(B, max_length=T + steps)
+    with torch.no_grad():
+        layer(x, cache=cache)
+    step = torch.randn(B, 1, hidden, device=device, dtype=dt)
+
+    def fn():
+        with torch.no_grad():
+            layer(step, cache=cache)
+    return fn, mixer_flops(kind, opts, hidden, heads, qk_groups, B, T, decode_at=T), cache.nbytes()
+
+
 def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=512, heads=8, batch=1,
         token_budget=None, window=1024, qk_groups=2, dtype="float32", device="cpu", warmup=1, repeats=3,
         compile=False, progress=None, seed=0):
@@ -120,34 +146,11 @@ def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=
         torch.manual_seed(seed)
         B = max(1, token_budget // T) if token_budget else batch
         layer = build(kind, hidden, heads, opts, qk_groups).to(device=device, dtype=dt)
-        fwd = torch.compile(layer) if compile else layer
-        x = torch.randn(B, T, hidden, device=device, dtype=dt)
-        cache_bytes = None
-        if mode == "train":
-            x.requires_grad_(True)
-
-            def fn():
-                fwd(x).float().square().mean().backward()
-            flops = 3 * mixer_flops(kind, opts, hidden, heads, qk_groups, B, T)
-        elif mode == "prefill":
-            def fn():
-                with torch.no_grad():
-                    layer(x, cache=layer.init_cache(B, max_length=T))
-            flops = mixer_flops(kind, opts, hidden, heads, qk_groups, B, T)
-        else:
-            cache = layer.init_cache(B, max_length=T + warmup + repeats + 1)
-            with torch.no_grad():
-                layer(x, cache=cache)
-            cache_bytes = cache.nbytes()
-            step = torch.randn(B, 1, hidden, device=device, dtype=dt)
-
-            def fn():
-                with torch.no_grad():
-                    layer(step, cache=cache)
-            flops = mixer_flops(kind, opts, hidden, heads, qk_groups, B, T, decode_at=T)
+        fn, flops, cache_bytes = _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device,
+                                           warmup + repeats + 1, compile)
         times = _time(fn, device, warmup, repeats)
         results.append(Result(label, mode, T, B, statistics.median(times), times, flops, cache_bytes))
-        del layer, fwd, x
+        del layer, fn
         if bar:
             bar.update(1)
     if bar:

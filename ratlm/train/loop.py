@@ -21,10 +21,9 @@ from ..cli import CLIError
 from ..data.loader import Batches
 from ..data.packing import IGNORE, collate
 from ..data.sources import open_data
-from ..data.tokenizer import load_tokenizer
 from . import checkpoint as ck
 from . import memory
-from .dist import Dist, is_fsdp, no_sync, unwrap, wrap
+from .dist import Dist, no_sync, unwrap, wrap
 from .metrics import Metrics
 from .recipe import to_yaml, validate
 
