@@ -35,8 +35,15 @@ def _command_modules():
     return [train, models, evaluate, bench]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with where to look), not the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="ratlm", description="RAT language models: train, generate, evaluate, benchmark.")
+    parser = Parser(prog="ratlm", description="RAT language models: train, generate, evaluate, benchmark.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
         module.register(sub)

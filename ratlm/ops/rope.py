@@ -34,9 +34,10 @@ def rope_table(n, head_dim, theta, device, dtype):
     table = _TABLES.get(key)
     if table is None or table[0].shape[0] < n:
         size = max(n, 2 * table[0].shape[0] if table is not None else 1024)
-        cos, sin = rope_cos_sin(torch.arange(size, device=device), head_dim, theta, dtype=dtype)
-        half = head_dim // 2
-        sin = torch.cat([-sin[:, :half], sin[:, half:]], -1)
+        with torch.inference_mode(False), torch.no_grad():  # a shared table must be a normal tensor
+            cos, sin = rope_cos_sin(torch.arange(size, device=device), head_dim, theta, dtype=dtype)
+            half = head_dim // 2
+            sin = torch.cat([-sin[:, :half], sin[:, half:]], -1)
         table = _TABLES[key] = (cos, sin)
     return table[0][:n], table[1][:n]
 
