@@ -27,12 +27,13 @@ def csv_list(kind):
 
 def _command_modules():
     """Each job package has a `cli` module with `register(subparsers)`; the order is the help order."""
+    from . import reproduce
     from .bench import cli as bench
     from .eval import cli as evaluate
     from .models import cli as models
     from .train import cli as train
 
-    return [train, models, evaluate, bench]
+    return [train, models, evaluate, bench, reproduce]
 
 
 class Parser(argparse.ArgumentParser):
