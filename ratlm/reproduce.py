@@ -114,7 +114,7 @@ FULL = dict(
     retrieval_variants=["attention", "rat16", "rat64", "rnn"], retrieval_task="mqar",
     retrieval_options={"key_len": 1, "value_len": 1}, retrieval_train_length=64, retrieval_per_row=4,
     retrieval_n=60000,
-    retrieval_steps=800, retrieval_lr=3e-3,
+    retrieval_steps=1000, retrieval_lr=3e-3,
     retrieval_eval={"mqar": {"lengths": [64, 96], "depths": [0.0, 0.25, 0.5, 0.75, 1.0]},
                     "passkey": {"lengths": [256, 512], "depths": [0.0, 0.5, 1.0]},
                     "niah": {"lengths": [256, 512], "depths": [0.0, 0.5, 1.0]}},
@@ -375,8 +375,8 @@ REFERENCE = {  # measured on 2 idle cores (see docs/RESULTS.md); scaled by this 
     "overhead": 2.0,              # seconds per training command: reading the corpus, writing the model
     "sft_records_per_s": 15000.0,  # synthetic records made and tokenised per second
     "forward_tok_s": 45000.0,     # tiny model forward tokens/s at seq_len 256
-    "bench_layer": 420.0,
-    "bench_generate": 150.0,
+    "bench_layer": 120.0,
+    "bench_generate": 180.0,
 }
 
 
@@ -1010,10 +1010,18 @@ def render(results):
     for task, entry in results["retrieval"].items():
         add(f"### Fine-tuned on {task}")
         add("")
+        opts = ", ".join(f"{k}={v}" for k, v in s["retrieval_options"].items())
         add(f"Each language model of {', '.join(label[n] for n in s['retrieval_variants'])} is fine-tuned "
-            f"(`--init-from`) on `synthetic:{task}` examples of {s['retrieval_train_length']} characters for "
+            f"(`--init-from`) on `synthetic:{task}` examples ({opts}) of {s['retrieval_train_length']} characters for "
             f"{s['retrieval_steps']} steps (loss on the answers only), then scored by `ratlm eval retrieval` "
-            f"(greedy exact match of each answer, {s['retrieval_examples']} examples per cell, seed {s['seed']}).")
+            f"(greedy exact match of each answer, {s['retrieval_examples']} examples per cell, seed {s['seed']}). "
+            "The paper's evidence is needle-in-a-haystack on pretrained 1.3B models; models this small retrieve "
+            "nothing zero-shot, so they are first taught a retrieval task. The task is MQAR with one-letter keys "
+            "and one-digit values (each key a single token, as in Zoology), because in trials while this command "
+            "was built (not part of this run), tiny models fine-tuned for minutes on MQAR with longer keys, on "
+            "passkey or on needle-in-a-haystack stayed at chance. A model that has learned MQAR has learned "
+            "associative recall, the mechanism a needle search needs; the passkey and NIAH tables below measure "
+            "whether that carries over to those formats.")
         add("")
         rows = [[label[n], f(t["train_loss"]), f(t["val_loss"]), _seconds(t["train_seconds"])]
                 for n, t in entry["train"].items()]
@@ -1134,28 +1142,31 @@ def _noise_text(results):
 
 def _retrieval_text(results):
     """What the tiny models can and cannot do here, in words, from the numbers."""
-    s = results["settings"]
     out = []
     for task, entry in results["retrieval"].items():
         per = entry["eval"].get(task, {})
-        learned = [VARIANTS[n].label for n, r in per.items() if (r["accuracy"][0] or 0) >= 0.5]
-        failed = [VARIANTS[n].label for n, r in per.items() if (r["accuracy"][0] or 0) < RETRIEVAL_LEARNED]
-        if learned:
-            out.append(f"After fine-tuning on {task}, {', '.join(learned)} answer at least half of the {task} "
-                       f"queries at the trained length.")
-        if failed:
-            out.append(f"{', '.join(failed)} stay below {RETRIEVAL_LEARNED:g} accuracy on {task} at the trained "
-                       "length: at this size and budget they did not learn it.")
-        longer = [(VARIANTS[n].label, r["accuracy"][0], r["accuracy"][-1], r["lengths"][-1]) for n, r in per.items()]
-        drops = [f"{n} {f(a, 2)} -> {f(b, 2)}" for n, a, b, _ in longer if a is not None and b is not None]
-        if drops and len(longer[0]) and longer[0][3] != per[next(iter(per))]["lengths"][0]:
-            out.append(f"From the trained length to {longer[0][3]} characters: " + ", ".join(drops) + ".")
+        if per:
+            first = [(VARIANTS[n].label, r["accuracy"][0] or 0, r["accuracy"][-1]) for n, r in per.items()]
+            learned = [n for n, a, _ in first if a >= 0.5]
+            partly = [n for n, a, _ in first if RETRIEVAL_LEARNED <= a < 0.5]
+            failed = [n for n, a, _ in first if a < RETRIEVAL_LEARNED]
+            if learned:
+                out.append(f"At the trained length, {', '.join(learned)} answer at least half of the {task} queries.")
+            if partly:
+                out.append(f"{', '.join(partly)} learned part of it.")
+            if failed:
+                out.append(f"{', '.join(failed)} stay below {RETRIEVAL_LEARNED:g}: at this size and budget they did "
+                           "not learn the task.")
+            lengths = next(iter(per.values()))["lengths"]
+            if len(lengths) > 1:
+                out.append(f"At {lengths[-1]} characters, beyond the trained length: "
+                           + ", ".join(f"{n} {f(b, 2)}" for n, _, b in first) + ".")
         for etask, r in entry["eval"].items():
             if etask != task:
-                best = max((x["accuracy"][0] or 0) for x in r.values())
-                out.append(f"On {etask}, which they were not trained on, the best accuracy at the trained length is "
-                           f"{f(best, 2)}: " + ("the fine-tuned skill does not transfer to that format."
-                                                if best < RETRIEVAL_LEARNED else "some of the skill transfers."))
+                best = max((a or 0) for x in r.values() for a in x["accuracy"])
+                out.append(f"On {etask}, which they were not fine-tuned on, the best accuracy is {f(best, 2)}"
+                           + (": the skill does not carry over to that format." if best < RETRIEVAL_LEARNED
+                              else "."))
     return " ".join(out)
 
 
