@@ -1,0 +1,33 @@
+"""`ratlm reproduce`: the paper's findings at small scale, in one command, written up in RESULTS.md.
+
+It runs the public commands only (`ratlm train`, `ratlm eval ppl|length|retrieval`, `ratlm bench
+layer|generate`), in this process, one after the other, each with its output in WORK/logs/ID.log, and
+records every command line so that each step can be rerun by hand. Then it gathers the JSON files the
+commands wrote into OUT/results/results.json and renders OUT/RESULTS.md from that file alone: every
+number of the write-up comes from a JSON file written by the run.
+
+The plan (`plan.py`):
+  lm         one tiny byte-level model per variant (attention, RAT(16/64/256), RNN, attention+SWA,
+             RAT(16)+SWA, with RoPE and NoPE where relevant), all with the same seed, data order, steps,
+             batch and sequence length, and parameter counts equalised through the FFN width; a second
+             seed for attention and RAT(16) measures the seed-to-seed spread
+  lm-eval    `ratlm eval ppl` on held-out standard-library files (never trained on) and `ratlm eval
+             length` at 1x, 2x and 4x the training length
+  retrieval  the LM models of attention, RAT(16), RAT(64) and the RNN fine-tuned on a synthetic
+             retrieval task (`--data synthetic:TASK`), then `ratlm eval retrieval` at the trained
+             length and longer
+  bench      `ratlm bench layer` and `ratlm bench generate`
+
+A rerun with the same settings and --work skips the steps already done (each leaves a marker in
+WORK/done/); --fresh starts over.
+
+Modules: `plan` (settings, variants, commands, time estimates), `run` (running the steps, gathering
+results.json, the command), `claims` (the verdict rules), `report` (RESULTS.md and the plots).
+"""
+from .claims import VERDICTS, claims
+from .plan import PAPER, VARIANTS, equalise, lm_runs, plan, settings, timing_model
+from .report import SECTIONS, render
+from .run import register, write_heldout
+
+__all__ = ["PAPER", "SECTIONS", "VARIANTS", "VERDICTS", "claims", "equalise", "lm_runs", "plan", "register",
+           "render", "settings", "timing_model", "write_heldout"]
