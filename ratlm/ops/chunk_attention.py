@@ -7,8 +7,10 @@ Query i reads the memory keys j whose chunk index is below its own, plus its own
 with s_i = q_i . k~_i * scale (passed in as `self_score`) and u_i = v~_i (`self_value`). Queries are
 processed in blocks; each block only reads the keys some query in it can see, so the masked half is
 skipped and nothing of size T x T (or T x C) is ever held. The backward recomputes the scores from
-the saved log-sum-exp instead of storing probabilities. Scores and softmax are float32 (float64
-for float64 inputs).
+the saved log-sum-exp (flash style), except on CPU when all the blocks' probabilities together fit in
+KEEP_PROBS elements: then the forward keeps them and the backward skips one of its five matmuls and
+the exponentials (memory is plentiful there and the recompute is a sixth of the time). Scores and
+softmax are float32 (float64 for float64 inputs).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .dtypes import acc_dtype, up
 
 QUERY_BLOCK = 512
 MAX_BLOCK_ELEMS = 1 << 22  # cap on heads x queries x keys held at once per block
+KEEP_PROBS = 1 << 27  # CPU: keep the forward's probabilities for the backward up to this many (fp32: 512 MiB)
 
 
 def _query_blocks(q_chunk, k_chunk, Tq, heads):
@@ -57,15 +60,18 @@ def _block_scores(qs, k, q_chunk, k_chunk, i0, i1, kfull, kend):
     return s
 
 
-def chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
-    """Returns (out (B, H, Tq, dh), lse (B, H, Tq)) in float32 (float64 for float64). No autograd."""
+def chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep=False, blocks=None):
+    """Returns (out (B, H, Tq, dh), lse (B, H, Tq)) in float32 (float64 for float64), and with keep
+    also (probs, denom): each block's unnormalised probabilities exp(score - max) (0 where masked) and
+    the row sums they are divided by (B, H, Tq, 1). No autograd."""
     B, H, Tq, dh = q.shape
     acc = acc_dtype(q.dtype)
     qs = _scaled(q, acc, scale)
     # (B, Tq, H, dh) in memory, so (B, Tq, H * dh) is a free view for the caller
     out = torch.empty(B, Tq, H, dh, dtype=acc, device=q.device).transpose(1, 2)
     lse = torch.empty(B, H, Tq, dtype=acc, device=q.device)
-    for i0, i1, kfull, kend in _query_blocks(q_chunk, k_chunk, Tq, H):
+    probs, denoms = [], torch.ones(B, H, Tq, 1, dtype=acc, device=q.device) if keep else None
+    for i0, i1, kfull, kend in blocks or _query_blocks(q_chunk, k_chunk, Tq, H):
         ss = self_score[:, :, i0:i1, None].to(acc)
         sv = self_value[:, :, i0:i1].to(acc)
         if kend == 0:  # only the running pair: softmax of one term
@@ -80,21 +86,36 @@ def chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, s
         o = torch.matmul(p, v[:, :, :kend].to(acc)).addcmul_(ps, sv)
         torch.div(o, denom, out=out[:, :, i0:i1])
         lse[:, :, i0:i1] = (m + denom.log())[..., 0]
-    return out, lse
+        if keep:
+            probs.append(p)
+            denoms[:, :, i0:i1] = denom
+    return (out, lse, (probs, denoms)) if keep else (out, lse)
+
+
+def _score_count(blocks, batch, heads):
+    """Score elements the forward computes in these blocks (what keeping the probabilities costs)."""
+    return batch * heads * sum((i1 - i0) * kend for i0, i1, _, kend in blocks)
 
 
 class _ChunkAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
-        out, lse = chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, scale)
+    def forward(ctx, q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep):
+        B, H, Tq, _ = q.shape
+        blocks = _query_blocks(q_chunk, k_chunk, Tq, H)
+        keep = keep and q.device.type == "cpu" and _score_count(blocks, B, H) <= KEEP_PROBS
+        out, lse, *kept = chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep,
+                                                  blocks)
         ctx.save_for_backward(q, k, v, self_score, self_value, q_chunk, k_chunk, out, lse)
+        ctx.kept = kept[0] if kept else None
+        ctx.blocks = blocks
         ctx.scale = scale
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, self_score, self_value, q_chunk, k_chunk, out, lse = ctx.saved_tensors
-        scale = ctx.scale
+        scale, kept = ctx.scale, ctx.kept
+        ctx.kept = None
         B, H, Tq, dh = q.shape
         acc = acc_dtype(q.dtype)
         dout = dout.to(acc)
@@ -112,22 +133,30 @@ class _ChunkAttention(torch.autograd.Function):
         v1 = _with_column(v.to(acc), 1.0)
         q1 = torch.cat([qs, -lse[..., None]], -1)
         d1 = torch.cat([dout, -delta], -1)
-        for i0, i1, kfull, kend in _query_blocks(q_chunk, k_chunk, Tq, H):
+        probs = None
+        if kept is not None:  # the forward's exp(score - max): fold 1 / row sum into the right-hand sides
+            probs, denom = iter(kept[0]), kept[1]
+            d1.div_(denom)
+            dout = dout / denom
+        for i0, i1, kfull, kend in ctx.blocks:
             if kend == 0:
                 dq[:, :, i0:i1] = 0
                 continue
-            p = torch.matmul(q1[:, :, i0:i1], k1[:, :, :kend].transpose(-1, -2))
-            if kfull < kend:
-                visible = k_chunk[:, None, kfull:kend] < q_chunk[:, i0:i1, None]
-                p[..., kfull:kend].masked_fill_(~visible[:, None], float("-inf"))
-            p.exp_()
+            if probs is not None:
+                p = next(probs)
+            else:
+                p = torch.matmul(q1[:, :, i0:i1], k1[:, :, :kend].transpose(-1, -2))
+                if kfull < kend:
+                    visible = k_chunk[:, None, kfull:kend] < q_chunk[:, i0:i1, None]
+                    p[..., kfull:kend].masked_fill_(~visible[:, None], float("-inf"))
+                p.exp_()
             ds = torch.matmul(d1[:, :, i0:i1], v1[:, :, :kend].transpose(-1, -2)).mul_(p)  # d(score) / scale
             torch.matmul(ds, k1[:, :, :kend, :dh], out=dq[:, :, i0:i1])
             dk[:, :, :kend] += torch.matmul(ds.transpose(-1, -2), qs[:, :, i0:i1])
             dv[:, :, :kend] += torch.matmul(p.transpose(-1, -2), dout[:, :, i0:i1])
         dq.mul_(scale)
         return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dss[..., 0].to(self_score.dtype),
-                dsv.to(self_value.dtype), None, None, None)
+                dsv.to(self_value.dtype), None, None, None, None)
 
 
 def chunk_attention(q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
@@ -138,7 +167,8 @@ def chunk_attention(q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
     self_value: (B, H, Tq, dh); q_chunk: (B or 1, Tq) and k_chunk: (B or 1, Nk) integer chunk indices.
     Returns float32 (B, H, Tq, dh).
     """
-    return _ChunkAttention.apply(q, k, v, self_score, self_value, q_chunk, k_chunk, scale)
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self_score, self_value))
+    return _ChunkAttention.apply(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep)
 
 
 def decode_attention(q, k, v, self_score, self_value, valid, scale):

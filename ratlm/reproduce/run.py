@@ -169,7 +169,7 @@ def gather(s, steps, work, out, widths, target, heldout, calibration, meta):
         lm[run]["length_rise_pct"] = {str(f): change_pct(mean[f], mean[length["factors"][0]]) for f in length["factors"]}
     for r in lm.values():
         for base in ("attention", "rat16"):
-            r[f"heldout_ppl_vs_{base}change_pct"] = change_pct(r.get("heldout_ppl"), lm.get(base, {}).get("heldout_ppl"))
+            r[f"heldout_ppl_vs_{base}_pct"] = change_pct(r.get("heldout_ppl"), lm.get(base, {}).get("heldout_ppl"))
     # seed-to-seed spread of held-out perplexity
     pairs = []
     for seed in s.noise_seeds:

@@ -21,6 +21,7 @@ def _case(B, H, Tq, Nk, dh, L, offsets, seed=0):
     return t, q_chunk, k_chunk
 
 
+@pytest.mark.parametrize("keep", [1 << 27, 0], ids=["kept-probs", "recomputed"])
 @pytest.mark.parametrize("block", [7, 64, 512])
 @pytest.mark.parametrize("B,H,Tq,Nk,dh,L,offsets", [
     (2, 3, 50, 12, 8, 4, [0, 1]),
@@ -29,8 +30,10 @@ def _case(B, H, Tq, Nk, dh, L, offsets, seed=0):
     (2, 2, 300, 75, 8, 4, [0, 3]),
     (1, 1, 33, 33, 4, 1, [0]),
 ])
-def test_matches_dense_reference(monkeypatch, block, B, H, Tq, Nk, dh, L, offsets):
+def test_matches_dense_reference(monkeypatch, keep, block, B, H, Tq, Nk, dh, L, offsets):
+    """Values and gradients, with the backward reusing the forward's probabilities or recomputing them."""
     monkeypatch.setattr(ca, "QUERY_BLOCK", block)
+    monkeypatch.setattr(ca, "KEEP_PROBS", keep)
     inputs, qc, kc = _case(B, H, Tq, Nk, dh, L, offsets)
     ref = dense_reference(*inputs, qc, kc, 0.3)
     out = ca.chunk_attention(*inputs, qc, kc, 0.3)
@@ -66,6 +69,19 @@ def test_blocks_skip_the_masked_half():
         assert kend == int(qc[0, i1 - 1])  # exactly the keys some query of the block sees
         assert kfull == int(qc[0, i0])  # and the mask only covers the block's own triangle
         assert (i1 - i0) * kend * 8 <= ca.MAX_BLOCK_ELEMS
+
+
+def test_probabilities_kept_only_when_they_fit_and_a_gradient_is_wanted(monkeypatch):
+    inputs, qc, kc = _case(1, 2, 64, 16, 4, 4, [0])
+    seen = []
+    forward = ca.chunk_attention_forward
+    monkeypatch.setattr(ca, "chunk_attention_forward", lambda *a: seen.append(a[8]) or forward(*a))
+    ca.chunk_attention(*inputs, qc, kc, 1.0)
+    with torch.no_grad():
+        ca.chunk_attention(*inputs, qc, kc, 1.0)
+    monkeypatch.setattr(ca, "KEEP_PROBS", 100)
+    ca.chunk_attention(*inputs, qc, kc, 1.0)
+    assert seen == [True, False, False]
 
 
 def test_float32_against_float64():
