@@ -1,7 +1,9 @@
 """`ratlm bench layer`: latency of one mixer layer for training, prefill and a decode step.
 
 All variants are measured in the same run, so ratios against attention compare like with like.
-Each measurement: warmup runs, then `repeats` timed runs, reported as the median.
+Each measurement: warmup runs, then `repeats` timed runs, reported as the median. A decode run is
+DECODE_STEPS consecutive steps from the given position (so it includes the steps where a chunk ends
+and joins RAT's memory), reported per step.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..layers import RAT, RNN, Attention, SlidingWindowAttention
+
+DECODE_STEPS = 16
 
 PRESETS = {
     # the issue's CPU configuration: fp32, D=512, 8 heads of 64, batch 1
@@ -119,15 +123,17 @@ def _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, devic
             with torch.no_grad():
                 layer(x, cache=layer.init_cache(B, max_length=T))
         return fn, mixer_flops(kind, opts, hidden, heads, qk_groups, B, T), None
-    cache = layer.init_cache(B, max_length=T + steps)
+    cache = layer.init_cache(B, max_length=T + steps * DECODE_STEPS)
     with torch.no_grad():
         layer(x, cache=cache)
+    nbytes = cache.nbytes()  # at position T
     step = torch.randn(B, 1, hidden, device=device, dtype=dt)
 
     def fn():
         with torch.no_grad():
-            layer(step, cache=cache)
-    return fn, mixer_flops(kind, opts, hidden, heads, qk_groups, B, T, decode_at=T), cache.nbytes()
+            for _ in range(DECODE_STEPS):
+                layer(step, cache=cache)
+    return fn, DECODE_STEPS * mixer_flops(kind, opts, hidden, heads, qk_groups, B, T, decode_at=T), nbytes
 
 
 def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=512, heads=8, batch=1,
@@ -149,6 +155,9 @@ def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=
         fn, flops, cache_bytes = _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device,
                                            warmup + repeats + 1, compile)
         times = _time(fn, device, warmup, repeats)
+        if mode == "decode":
+            times = [s / DECODE_STEPS for s in times]
+            flops /= DECODE_STEPS
         results.append(Result(label, mode, T, B, statistics.median(times), times, flops, cache_bytes))
         del layer, fn
         if bar:
