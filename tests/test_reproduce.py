@@ -173,3 +173,23 @@ def test_full_plan_equal_parameters_and_budget():
                             ("--seq-len", str(s.seq_len)), ("--lr", "0.003")):
             assert argv[argv.index(flag) + 1] == value
     assert 40 * 60 < sum(st.estimate_s for st in steps) < 75 * 60  # about an hour on the reference machine
+
+
+def test_rejudge_rewrites_the_verdicts_from_the_same_numbers(quick, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(quick / "results", copy / "results")
+    before = json.loads((copy / "results" / "results.json").read_text())
+    before["claims"][0]["verdict"] = "does not reproduce"  # as if an earlier rule had judged otherwise
+    (copy / "results" / "results.json").write_text(json.dumps(before))
+    assert cli.main(["reproduce", "--rejudge", "--out", str(copy)]) == 0
+    res = json.loads((copy / "results" / "results.json").read_text())
+    assert res["claims"] == _results(quick)["claims"]
+    assert res["rejudged"][-1]["changed"] == {"ppl": ["does not reproduce", res["claims"][0]["verdict"]]}
+    assert res["lm"] == before["lm"] and res["bench"] == before["bench"]
+    md = (copy / "RESULTS.md").read_text()
+    assert md == reproduce.render(res) and "Re-judged on" in md
+    capsys.readouterr()
+    assert cli.main(["reproduce", "--rejudge", "--out", str(tmp_path / "nothing")]) == 2
+    assert "run `ratlm reproduce` first" in capsys.readouterr().err

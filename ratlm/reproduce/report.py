@@ -39,6 +39,10 @@ def _table(head, rows):
     return "\n".join(lines)
 
 
+def results_title(results, claim_id):
+    return next((c["title"] for c in results["claims"] if c["id"] == claim_id), claim_id)
+
+
 def _seconds(seconds):
     return "-" if seconds is None else f"{seconds:.0f} s"
 
@@ -75,6 +79,13 @@ def render(results):
     add("")
     add("Each verdict follows a rule fixed before the run (stated in its section). Perplexity differences are "
         "compared with the seed-to-seed spread: " + _noise_text(results) + ".")
+    for r in results.get("rejudged", []):
+        changed = "; ".join(f"{results_title(results, k)}: {a} -> {b}" for k, (a, b) in r["changed"].items())
+        add("")
+        add(f"*Re-judged on {r['date']} by `ratlm reproduce --rejudge` (commit {r['git_commit']}): the same numbers "
+            "under the rules of that version, which changed after the run; " + (
+                f"verdicts changed: {changed}." if changed else "no verdict changed."
+            ) + "*")
     add("")
 
     add("## Setup")

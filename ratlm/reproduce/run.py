@@ -277,6 +277,9 @@ def register(sub):
     p.add_argument("--fresh", action="store_true", help="discard the steps an earlier run left in the work folder")
     p.add_argument("--dry-run", action="store_true", help="print the plan, its commands and the time estimate, "
                                                           "then stop")
+    p.add_argument("--rejudge", action="store_true", help="run nothing: judge the claims of OUT/results/results.json "
+                                                          "again with this version's rules and rewrite RESULTS.md "
+                                                          "(the write-up records the change)")
     p.add_argument("--device", default="cpu", help="device of every step (default cpu: the published results "
                                                    "are CPU results)")
     p.add_argument("--threads", type=int, help="torch CPU threads for training and benchmarks (default: torch's choice)")
@@ -336,9 +339,39 @@ def _setup_meta(s, device, argv):
                       "sliding_window": s.sliding_window, "vocab_size": BYTE_VOCAB}}
 
 
+def rejudge(out):
+    """New verdicts for a finished run from its results.json (same numbers, this version's rules); the
+    earlier verdicts are kept in results["rejudged"] and shown in the write-up. Returns the results."""
+    path = os.path.join(out, "results", "results.json")
+    if not os.path.isfile(path):
+        raise CLIError(f"{path} does not exist; run `ratlm reproduce` first (or give its --out)")
+    results = _read_json(path)
+    before = {c["id"]: c["verdict"] for c in results["claims"]}
+    results["claims"] = claims(results)
+    results.setdefault("rejudged", []).append({
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": _git_commit(),
+        "changed": {c["id"]: [before.get(c["id"]), c["verdict"]] for c in results["claims"]
+                    if before.get(c["id"]) != c["verdict"]}})
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=1)
+    with open(os.path.join(out, "RESULTS.md"), "w") as fh:
+        fh.write(render(results))
+    return results
+
+
 def _run(args):
     import torch
 
+    if args.rejudge:
+        out = args.out or ("runs/reproduce-quick" if args.quick else "docs")
+        results = rejudge(out)
+        for c in results["claims"]:
+            print(f"{c['verdict']:>20s}  {c['title']}: {c['reason']}")
+        changed = results["rejudged"][-1]["changed"]
+        print(f"rewrote {os.path.join(out, 'RESULTS.md')}; " + (", ".join(
+            f"{k}: {a} -> {b}" for k, (a, b) in changed.items()) if changed else "no verdict changed"))
+        return
     argv = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "reproduce" else []
     s = settings(args.quick, lm_steps=args.lm_steps, retrieval_steps=args.retrieval_steps, seed=args.seed)
     out = args.out or ("runs/reproduce-quick" if args.quick else "docs")
