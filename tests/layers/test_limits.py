@@ -55,6 +55,7 @@ def test_backend_from_environment(monkeypatch):
         RAT(32, 4)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_forward_matches_on_cpu():
     """The CUDA attention path (flex_attention) computes the same numbers; on CPU it runs eagerly."""
     pytest.importorskip("torch.nn.attention.flex_attention")
