@@ -6,20 +6,13 @@ import types
 
 import numpy as np
 import pytest
+from helpers import write_corpus
 
 from ratlm.data import corpus, shards
 from ratlm.data.loader import Batches
 from ratlm.data.sources import open_data, parse_options
 from ratlm.data.tokenizer import byte_tokenizer
 from ratlm.data.tokens import Encoder, is_byte_tokenizer
-
-
-def write_corpus(folder, n=12):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        body = "".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n\n" for j in range(10))
-        (folder / f"mod{i:02d}.py").write_text(f"# module {i}\n{body}")
-    return folder
 
 
 def test_expand_and_split(tmp_path):

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import write_corpus
 
 from ratlm.train import recipe as rc
 
@@ -23,14 +24,6 @@ def tiny_args(**kw):
     for k, v in {**TINY, **kw}.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     return args
-
-
-def write_corpus(folder, n=12):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        body = "".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n\n" for j in range(10))
-        (folder / f"mod{i:02d}.py").write_text(f"# module {i}\n{body}")
-    return folder
 
 
 def run_cli(args, env=None, timeout=300):
