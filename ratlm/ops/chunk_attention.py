@@ -131,13 +131,14 @@ class _ChunkAttention(torch.autograd.Function):
         # [qs, -lse] . [k, 1] = score - lse   and   [dout, -delta] . [v, 1] = d(prob) - delta
         k1 = _with_column(k.to(acc), 1.0)
         v1 = _with_column(v.to(acc), 1.0)
-        q1 = torch.cat([qs, -lse[..., None]], -1)
         d1 = torch.cat([dout, -delta], -1)
-        probs = None
+        probs = q1 = None
         if kept is not None:  # the forward's exp(score - max): fold 1 / row sum into the right-hand sides
             probs, denom = iter(kept[0]), kept[1]
             d1.div_(denom)
             dout = dout / denom
+        else:  # the scores are recomputed
+            q1 = torch.cat([qs, -lse[..., None]], -1)
         for i0, i1, kfull, kend in ctx.blocks:
             if kend == 0:
                 dq[:, :, i0:i1] = 0
