@@ -360,21 +360,24 @@ def rejudge(out):
     return results
 
 
+def _print_verdicts(results):
+    for c in results["claims"]:
+        print(f"{c['verdict']:>20s}  {c['title']}: {c['reason']}")
+
+
 def _run(args):
     import torch
 
+    out = args.out or ("runs/reproduce-quick" if args.quick else "docs")
     if args.rejudge:
-        out = args.out or ("runs/reproduce-quick" if args.quick else "docs")
         results = rejudge(out)
-        for c in results["claims"]:
-            print(f"{c['verdict']:>20s}  {c['title']}: {c['reason']}")
+        _print_verdicts(results)
         changed = results["rejudged"][-1]["changed"]
         print(f"rewrote {os.path.join(out, 'RESULTS.md')}; " + (", ".join(
             f"{k}: {a} -> {b}" for k, (a, b) in changed.items()) if changed else "no verdict changed"))
         return
     argv = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "reproduce" else []
     s = settings(args.quick, lm_steps=args.lm_steps, retrieval_steps=args.retrieval_steps, seed=args.seed)
-    out = args.out or ("runs/reproduce-quick" if args.quick else "docs")
     work = args.work or (os.path.join(out, "work") if args.quick else "runs/reproduce")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -458,6 +461,5 @@ def _run(args):
     md = os.path.join(out, "RESULTS.md")
     with open(md, "w") as fh:
         fh.write(render(_read_json(os.path.join(res, "results.json"))))
-    for c in results["claims"]:
-        print(f"{c['verdict']:>20s}  {c['title']}: {c['reason']}")
+    _print_verdicts(results)
     print(f"wrote {md} and {res}/ in {_hms(meta['seconds_total'])}")
