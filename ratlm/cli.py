@@ -10,9 +10,7 @@ import argparse
 import os
 import sys
 
-
-class CLIError(Exception):
-    """An error the user can fix; printed as one line."""
+from .errors import UserError
 
 
 def csv_list(kind):
@@ -59,7 +57,7 @@ def main(argv=None):
         return 2
     try:
         args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, OSError) as e:
+    except (UserError, ValueError, FileNotFoundError, OSError) as e:
         if os.environ.get("RATLM_DEBUG"):
             raise
         print(f"ratlm: error: {e}", file=sys.stderr)

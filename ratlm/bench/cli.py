@@ -6,7 +6,8 @@ import os
 import sys
 from dataclasses import asdict
 
-from ..cli import CLIError, csv_list
+from ..cli import csv_list
+from ..errors import UserError
 
 
 def register(sub):
@@ -47,7 +48,7 @@ def register(sub):
     g.add_argument("--batch-limit", type=int, default=4096, help="upper bound for --max-batch")
     _common(g)
     g.set_defaults(func=_run_generate)
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(CLIError("choose what to benchmark: `ratlm bench layer` "
+    p.set_defaults(func=lambda args: (_ for _ in ()).throw(UserError("choose what to benchmark: `ratlm bench layer` "
                                                                       "or `ratlm bench generate`")))
 
 
@@ -65,11 +66,11 @@ def _setup(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CLIError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    from ..runtime import pick_device
+
+    device = str(pick_device(args.device))
     if args.repeats < 1 or args.warmup < 0:
-        raise CLIError("--repeats must be >= 1 and --warmup >= 0")
+        raise UserError("--repeats must be >= 1 and --warmup >= 0")
     return device
 
 
@@ -110,13 +111,13 @@ def _run_layer(args):
         opts["token_budget"] = args.token_budget
     bad = [m for m in args.modes if m not in ("train", "prefill", "decode")]
     if bad:
-        raise CLIError(f"unknown mode(s) {', '.join(bad)}: use train, prefill, decode")
+        raise UserError(f"unknown mode(s) {', '.join(bad)}: use train, prefill, decode")
     for m in opts["mixers"]:
         bl.parse_mixer(m, args.window)
     if opts["hidden"] % opts["heads"]:
-        raise CLIError(f"--hidden {opts['hidden']} is not divisible by --heads {opts['heads']}")
+        raise UserError(f"--hidden {opts['hidden']} is not divisible by --heads {opts['heads']}")
     if any(n < 1 for n in opts["lengths"]):
-        raise CLIError("--lengths must be positive")
+        raise UserError("--lengths must be positive")
     if "attention" not in opts["mixers"]:
         opts["mixers"] = ["attention", *opts["mixers"]]  # ratios need it
     results = bl.run(mixers=opts["mixers"], lengths=opts["lengths"], modes=args.modes, hidden=opts["hidden"],
@@ -150,7 +151,7 @@ def _run_generate(args):
     for v in variants:
         preset_kwargs(f"{v}-{size}")  # one clear line for an unknown variant
     if min(args.prompt_len, args.new_tokens, args.batch) < 1:
-        raise CLIError("--prompt-len, --new-tokens and --batch must be >= 1")
+        raise UserError("--prompt-len, --new-tokens and --batch must be >= 1")
     if "attention" not in variants:
         variants = ["attention", *variants]
     results = bg.run(variants, size, args.prompt_len, args.new_tokens, args.batch, args.max_batch, args.batch_limit,

@@ -18,7 +18,8 @@ import sys
 
 import numpy as np
 
-from . import corpus, shards, sft
+from ..options import parse_pairs
+from . import corpus, sft, shards
 from .bpe import parse_bpe, train_bpe
 from .packing import PackedRows, StreamRows
 from .tokenizer import load_tokenizer
@@ -37,38 +38,9 @@ class Data:
 
 
 def parse_options(text):
-    """"k=v,k=v" to a dict with ints, floats and booleans recognised. A part without "=" continues the
-    previous value (so data_files=a.json,b.json works)."""
-    if isinstance(text, dict):
-        return dict(text)
-    out, last = {}, None
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            if last is None:
-                raise ValueError(f"--data-options {text!r}: expected key=value pairs separated by commas")
-            out[last] = f"{out[last]},{part}"
-            continue
-        key, value = part.split("=", 1)
-        last = key.strip()
-        out[last] = _auto(value.strip())
-    return out
-
-
-def _auto(v):
-    if not isinstance(v, str):
-        return v
-    if v.lower() in ("true", "yes", "on"):
-        return True
-    if v.lower() in ("false", "no", "off"):
-        return False
-    for kind in (int, float):
-        try:
-            return kind(v)
-        except ValueError:
-            pass
-    return v
+    """--data-options "k=v,k=v" to a dict (numbers and booleans recognised); a part without "=" continues
+    the previous value (so data_files=a.json,b.json works)."""
+    return parse_pairs(text, "--data-options", continuation=True)
 
 
 def kind_of(spec):

@@ -35,6 +35,8 @@ import random
 import re
 import string
 
+from ..options import parse_pairs
+
 TASKS = ("passkey", "niah", "mqar")
 
 NOISE = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
@@ -78,23 +80,9 @@ def parse_task(spec):
     """'niah' or 'niah:keys=4,value=word,length=1024' -> ("niah", {"keys": 4, ...}) (numbers converted)."""
     task, _, rest = spec.partition(":")
     known = options(task)
-    opts = {}
-    for item in filter(None, rest.split(",")):
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"bad option {item!r} in {spec!r}; write name=value")
-        opts[name.strip()] = _number(value.strip())
+    opts = parse_pairs(rest, f"task {spec!r}")
     _check(task, known, opts)
     return task, opts
-
-
-def _number(s):
-    for kind in (int, float):
-        try:
-            return kind(s)
-        except ValueError:
-            pass
-    return None if s.lower() == "none" else s
 
 
 def _check(task, known, opts):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ..cli import CLIError, csv_list
+from ..cli import csv_list
+from ..errors import UserError
 
 
 def register(sub):
@@ -20,7 +21,7 @@ def register(sub):
     def common(q, out=True):
         q.add_argument("models", nargs="+", metavar="MODEL", help="model directories (save_pretrained + tokenizer)")
         q.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-        q.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: as saved")
+        q.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, bfloat16 on CUDA")
         q.add_argument("--tokenizer", help="tokenizer directory or 'byte' (default: the model directory's)")
         q.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
         if out:
@@ -96,7 +97,7 @@ def register(sub):
 
 
 def _need_subcommand(args):
-    raise CLIError("choose an evaluation: `ratlm eval ppl|length|retrieval|lm-eval` (see ratlm eval -h)")
+    raise UserError("choose an evaluation: `ratlm eval ppl|length|retrieval|lm-eval` (see ratlm eval -h)")
 
 
 def _progress():
@@ -107,17 +108,21 @@ def _progress():
 
 def _models(args):
     """Yield (name, model, tokenizer), loading each model only when its turn comes."""
-    from .common import labels, load_model, pick_device
+    from ..runtime import load, pick_device
+    from .common import labels
 
     device = pick_device(args.device)
     for path, name in zip(args.models, labels(args.models)):
-        model, tok = load_model(path, device, args.dtype, args.tokenizer)
-        yield name, model, tok
+        loaded = load(path, device, args.dtype, args.tokenizer)
+        for note in loaded.notes:
+            print(f"ratlm: {note}", file=sys.stderr)
+        yield name, loaded.model, loaded.tokenizer
 
 
 def _config(path):
-    import ratlm  # noqa: F401
     from transformers import AutoConfig
+
+    from .. import models  # noqa: F401  (registers the Auto classes)
 
     if not os.path.exists(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"{path} has no config.json; give a directory written by save_pretrained")
@@ -127,7 +132,7 @@ def _config(path):
 def _check_positive(**kw):
     for k, v in kw.items():
         if v is not None and v < 1:
-            raise CLIError(f"--{k.replace('_', '-')} must be at least 1, got {v}")
+            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {v}")
 
 
 def _run_ppl(args):
@@ -156,7 +161,7 @@ def _run_length(args):
     _check_positive(train_length=args.train_length, bucket=args.bucket, windows=args.windows,
                     batch_size=args.batch_size)
     if not args.factors or min(args.factors) < 1:
-        raise CLIError("--factors must be positive integers, e.g. 1,2,4")
+        raise UserError("--factors must be positive integers, e.g. 1,2,4")
     docs = read_documents(args.data, args.text_field)
     train_length = args.train_length or max(_config(p).train_length for p in args.models)
     length = max(args.factors) * train_length
@@ -186,15 +191,9 @@ def _run_length(args):
 
 
 def _options(items):
-    from ..data.synthetic import _number
+    from ..options import parse_pairs
 
-    options = {}
-    for item in items:
-        k, eq, v = item.partition("=")
-        if not eq:
-            raise CLIError(f"--option {item!r}: write NAME=VALUE")
-        options[k.strip()] = _number(v.strip())
-    return options
+    return parse_pairs(items, "--option")
 
 
 def _run_retrieval(args):
@@ -204,13 +203,13 @@ def _run_retrieval(args):
     _check_positive(examples=args.examples, batch_size=args.batch_size)
     options = _options(args.option)
     if any(not 0 <= d <= 1 for d in args.depths):
-        raise CLIError("--depths must be between 0 and 1")
+        raise UserError("--depths must be between 0 and 1")
     results = []
     for name, model, tok in _models(args):
         lengths = args.lengths or [f * model.config.train_length for f in (1, 2, 4)]
         bos = tok.bos_token_id if args.bos else None
         if args.bos and bos is None:
-            raise CLIError("the tokenizer has no BOS token; leave out --bos")
+            raise UserError("the tokenizer has no BOS token; leave out --bos")
         r = evaluate(model, tok, args.task, lengths, args.depths, args.examples, args.seed, options,
                      args.batch_size, bos, _progress())
         results.append({"name": name, **r})
@@ -232,13 +231,14 @@ def _run_retrieval(args):
 
 
 def _run_lm_eval(args):
-    from .common import labels, pick_device, table, write_json
+    from ..runtime import pick_device
+    from .common import labels, table, write_json
     from .harness import _require, run
 
     try:
         _require()
     except ImportError as e:
-        raise CLIError(str(e))
+        raise UserError(str(e))
     _check_positive(batch_size=args.batch_size, max_length=args.max_length)
     device = pick_device(args.device)
     results, rows = {}, {}

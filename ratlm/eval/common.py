@@ -10,42 +10,6 @@ import torch
 from ..data.corpus import jsonl_records
 
 
-def pick_device(device=None):
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-    return device
-
-
-def load_model(path, device="cpu", dtype=None, tokenizer=None):
-    """(model, tokenizer) from a model directory (save_pretrained + tokenizer files). Without tokenizer
-    files, a model with the byte vocabulary (259) gets the byte tokenizer; `tokenizer` overrides."""
-    import ratlm  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    from ..data.tokenizer import BYTE_VOCAB, load_tokenizer
-
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"model directory {path} not found")
-    if not os.path.exists(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path} has no config.json; give a directory written by save_pretrained "
-                                "(e.g. by `ratlm train`)")
-    dtype = {None: None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    kw = {"dtype": dtype} if dtype is not None else {}
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar between our own
-    model = AutoModelForCausalLM.from_pretrained(path, **kw).to(device).eval()
-    if tokenizer is None:
-        has_tok = any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
-        if has_tok:
-            tokenizer = path
-        elif model.config.vocab_size == BYTE_VOCAB:
-            tokenizer = "byte"
-        else:
-            raise FileNotFoundError(f"{path} has no tokenizer files; pass --tokenizer DIR (or 'byte')")
-    return model, load_tokenizer(tokenizer)
-
-
 def labels(paths):
     """Short unique names for model directories (their base names, made unique)."""
     names = [os.path.basename(os.path.normpath(p)) or p for p in paths]

@@ -66,9 +66,10 @@ def run(path, tasks, include_path=(), limit=None, num_fewshot=None, batch_size=8
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from .common import load_model
+    from ..runtime import load
 
-    model, tok = load_model(path, device, dtype, tokenizer)
+    loaded = load(path, device, dtype, tokenizer)
+    model, tok = loaded.model, loaded.tokenizer
     lm = HFLM(pretrained=model, tokenizer=tok, backend="causal", batch_size=batch_size, max_length=max_length)
     if limit is not None and limit >= 1:
         limit = int(limit)
@@ -86,7 +87,7 @@ def run(path, tasks, include_path=(), limit=None, num_fewshot=None, batch_size=8
 def main(argv=None):
     """The `lm_eval` command line, with ratlm registered and its tasks on the include path."""
     _require()
-    import ratlm  # noqa: F401  (registers RATConfig / RATForCausalLM with the Auto classes)
+    from .. import models  # noqa: F401  (registers RATConfig / RATForCausalLM with the Auto classes)
     from lm_eval.__main__ import cli_evaluate
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,12 +21,7 @@ class Attention(Mixer):
 
     def __init__(self, hidden_size, num_heads, position_encoding="rope", rope_theta=10000.0, backend=None):
         super().__init__(hidden_size, num_heads, backend)
-        if position_encoding not in ("rope", "nope"):
-            raise ValueError(f"position_encoding must be 'rope' or 'nope', got {position_encoding!r}")
-        if position_encoding == "rope" and self.head_dim % 2:
-            raise ValueError(f"RoPE needs an even head width, got {self.head_dim}; use position_encoding='nope'")
-        self.rope = position_encoding == "rope"
-        self.rope_theta = rope_theta
+        self.set_position_encoding(position_encoding, rope_theta)
         D = hidden_size
         self.in_proj = nn.Linear(D, 3 * D, bias=False)
         self.out_proj = nn.Linear(D, D, bias=False)

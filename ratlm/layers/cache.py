@@ -134,7 +134,7 @@ class LayerCache:
         return out
 
 
-class RATCache(LayerCache):
+class ChunkCache(LayerCache):
     """Final (k~, v~) of every completed chunk (keys already rotated) + the running pair (float32)."""
 
     _buffers = ("keys", "values", "running")

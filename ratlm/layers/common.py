@@ -50,6 +50,15 @@ def uncompact(y, lengths, order, T):
     return torch.zeros_like(y).scatter(1, idx, y)
 
 
+def init_gate_bias(bias, span):
+    """b = log(u), u ~ Uniform(1, span - 1): gates start with time constants between 2 and span."""
+    with torch.no_grad():
+        if span > 2:
+            bias.copy_(torch.empty_like(bias, dtype=torch.float32).uniform_(1, span - 1).log())
+        else:
+            bias.zero_()
+
+
 class Mixer(nn.Module):
     """A sequence mixer (B, T, D) -> (B, T, D). Pre-norm and residual belong to the block.
 
@@ -76,6 +85,15 @@ class Mixer(nn.Module):
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.backend = resolve_backend(backend)
+
+    def set_position_encoding(self, position_encoding, rope_theta):
+        """Checks and sets `rope` (bool) and `rope_theta` for a mixer with positions."""
+        if position_encoding not in ("rope", "nope"):
+            raise ValueError(f"position_encoding must be 'rope' or 'nope', got {position_encoding!r}")
+        if position_encoding == "rope" and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head width, got {self.head_dim}; use position_encoding='nope'")
+        self.rope = position_encoding == "rope"
+        self.rope_theta = rope_theta
 
     def _backend_for(self, x):
         if self.backend != "auto":

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+
 @functools.lru_cache(maxsize=2)
 def _flex(cuda):
     """flex_attention, compiled on CUDA (where it is fast); eager elsewhere (forward only, slow)."""

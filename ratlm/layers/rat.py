@@ -17,24 +17,15 @@ import math
 import torch
 from torch import nn
 
-from ..ops.dtypes import acc_dtype, up
 from ..ops.chunk_attention import chunk_attention, decode_attention
+from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rat
 from ..ops.rope import rotate
 from ..ops.scan import MAX_ALIGNED_CHUNK, gated_scan, kv_chunk_scan
-from .cache import RATCache, scatter_tokens
-from .common import Mixer, gather_rows
+from .cache import ChunkCache, scatter_tokens
+from .common import Mixer, gather_rows, init_gate_bias
 
 NEVER = 1 << 60  # chunk index of an empty memory slot: no query ever sees it
-
-
-def init_gate_bias(bias, span):
-    """b = log(u), u ~ Uniform(1, span - 1): gates start with time constants between 2 and span."""
-    with torch.no_grad():
-        if span > 2:
-            bias.copy_(torch.empty_like(bias, dtype=torch.float32).uniform_(1, span - 1).log())
-        else:
-            bias.zero_()
 
 
 class RAT(Mixer):
@@ -46,14 +37,9 @@ class RAT(Mixer):
         if not isinstance(qk_groups, int) or qk_groups < 1 or num_heads % qk_groups:
             raise ValueError(f"num_heads {num_heads} must be divisible by qk_groups {qk_groups!r}; "
                              "choose qk_groups among the divisors of num_heads")
-        if position_encoding not in ("rope", "nope"):
-            raise ValueError(f"position_encoding must be 'rope' or 'nope', got {position_encoding!r}")
-        if position_encoding == "rope" and self.head_dim % 2:
-            raise ValueError(f"RoPE needs an even head width, got {self.head_dim}; use position_encoding='nope'")
         self.chunk_size = chunk_size
         self.qk_groups = qk_groups
-        self.rope = position_encoding == "rope"
-        self.rope_theta = rope_theta
+        self.set_position_encoding(position_encoding, rope_theta)
         self.qk_dim = qk_groups * self.head_dim
         D = hidden_size
         self.in_proj = nn.Linear(D, 3 * D + 2 * self.qk_dim, bias=False)
@@ -68,7 +54,7 @@ class RAT(Mixer):
     def init_cache(self, batch_size, max_length=None, device=None, dtype=None):
         p = self.out_proj.weight
         dtype = dtype or p.dtype
-        return RATCache(batch_size, self.num_heads, self.head_dim, self.chunk_size, max_length,
+        return ChunkCache(batch_size, self.num_heads, self.head_dim, self.chunk_size, max_length,
                         device=device or p.device, dtype=dtype, state_dtype=acc_dtype(dtype))
 
     # pieces ------------------------------------------------------------------------------------

@@ -12,8 +12,7 @@ from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rnn
 from ..ops.scan import gated_scan
 from .cache import RNNCache
-from .common import Mixer, gather_rows
-from .rat import init_gate_bias
+from .common import Mixer, gather_rows, init_gate_bias
 
 
 class RNN(Mixer):

@@ -7,13 +7,11 @@ convert-official: the authors' checkpoint -> a model directory (see convert_offi
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
-from ..cli import CLIError
+from ..errors import UserError
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 _OFFICIAL = ("mixer", "hybrid", "head_dim", "chunk_size", "window", "position_encoding")
 
 
@@ -104,42 +102,42 @@ def _note(args, msg):
 def _read_prompt(args):
     if args.prompt_file is not None:
         if args.prompt is not None:
-            raise CLIError("give the prompt either as an argument or with --prompt-file, not both")
+            raise UserError("give the prompt either as an argument or with --prompt-file, not both")
         try:
             with open(args.prompt_file, encoding="utf-8") as f:
                 return f.read()
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            raise CLIError(f"cannot read --prompt-file {args.prompt_file}: {reason}") from None
+            raise UserError(f"cannot read --prompt-file {args.prompt_file}: {reason}") from None
     if args.prompt == "-":
         return sys.stdin.read()
     if args.prompt is None:
-        raise CLIError("no prompt: give PROMPT, --prompt-file FILE, or '-' to read it from stdin")
+        raise UserError("no prompt: give PROMPT, --prompt-file FILE, or '-' to read it from stdin")
     return args.prompt
 
 
 def _sampling(args):
     """generate() keyword arguments for the decoding options, checked."""
     if args.max_new_tokens < 1:
-        raise CLIError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+        raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.temperature is not None and args.temperature < 0:
-        raise CLIError(f"--temperature must be >= 0, got {args.temperature}")
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
-        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}")
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.repetition_penalty is not None and args.repetition_penalty <= 0:
-        raise CLIError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
+        raise UserError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
     if any(not s for s in args.stop):
-        raise CLIError("--stop needs a non-empty string")
+        raise UserError("--stop needs a non-empty string")
     sampling_opts = [name for name, v in (("--temperature", args.temperature), ("--top-k", args.top_k),
                                           ("--top-p", args.top_p)) if v is not None]
     if args.greedy and sampling_opts:
-        raise CLIError(f"--greedy conflicts with {', '.join(sampling_opts)}; drop one")
+        raise UserError(f"--greedy conflicts with {', '.join(sampling_opts)}; drop one")
     sample = args.do_sample or bool(sampling_opts)
     if args.temperature == 0:
         if args.do_sample or args.top_k is not None or args.top_p is not None:
-            raise CLIError("--temperature 0 means greedy decoding; it conflicts with --do-sample/--top-k/--top-p")
+            raise UserError("--temperature 0 means greedy decoding; it conflicts with --do-sample/--top-k/--top-p")
         sample = False
     kw = dict(max_new_tokens=args.max_new_tokens, do_sample=sample)
     if sample:  # otherwise generate warns that these flags are ignored
@@ -150,78 +148,6 @@ def _sampling(args):
     if args.stop:
         kw["stop_strings"] = list(args.stop)
     return kw
-
-
-def _device_dtype(args):
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise CLIError(f"unknown --device {device!r}; use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-    name = args.dtype if args.dtype != "auto" else ("bfloat16" if dev.type == "cuda" else "float32")
-    return dev, getattr(torch, name)
-
-
-def _load_model(args, device, dtype, notes):
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    import ratlm  # noqa: F401  (registers the Auto classes)
-    from .convert_official import describe, official_to_model
-
-    path = args.model
-    given = [f"--{k.replace('_', '-')}" for k in _OFFICIAL if getattr(args, k) is not None]
-    if os.path.isdir(path):
-        if given:
-            raise CLIError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} only for the authors' .pt "
-                           f"checkpoints, and {path} is a model directory")
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise CLIError(f"{path} is not a model directory (no config.json); give a directory written by "
-                           "save_pretrained or convert-official, or an authors' .pt checkpoint")
-        hf_logging.disable_progress_bar()
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CLIError(f"cannot load a model from {path}: {first[:300]}") from None
-        model = model.to(device).eval()
-    elif os.path.isfile(path):
-        model = official_to_model(path, dtype=dtype, device=device, **_official_options(args))
-        notes.append(f"converted {path} in memory: {describe(model.config)}")
-    else:
-        raise CLIError(f"no such model directory or checkpoint: {path}")
-    return model
-
-
-def _load_tokenizer(args, model, notes):
-    from ..data.tokenizer import load_tokenizer
-
-    name = args.tokenizer
-    if name is None:
-        d = args.model if os.path.isdir(args.model) else None
-        if d and any(os.path.isfile(os.path.join(d, f)) for f in _TOKENIZER_FILES):
-            name = d
-        else:
-            where = "the checkpoint" if d is None else d
-            notes.append(f"no tokenizer in {where}; using the byte-level tokenizer (pass --tokenizer DIR for "
-                         "the model's own)")
-            name = "byte"
-    elif name not in ("byte", "bytes") and not os.path.isdir(name):
-        raise CLIError(f"no such tokenizer directory: {name} (or use --tokenizer byte)")
-    try:
-        tok = load_tokenizer(name)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CLIError(f"cannot load a tokenizer from {name}: {first[:300]}") from None
-    vocab = model.config.vocab_size
-    if len(tok) > vocab:
-        raise CLIError(f"the tokenizer has {len(tok)} tokens but the model's vocabulary has only {vocab}; pass the "
-                       "tokenizer the model was trained with (--tokenizer DIR)")
-    return tok
 
 
 def _make_streamer(tok, out):
@@ -242,14 +168,17 @@ def _run_generate(args):
     kw = _sampling(args)
     import torch
 
-    device, dtype = _device_dtype(args)
-    notes = []  # printed once everything is checked, so that an error is the only line
-    model = _load_model(args, device, dtype, notes)
-    tok = _load_tokenizer(args, model, notes)
+    from ..runtime import load
+
+    # notes are printed once everything is checked, so that an error is the only line
+    loaded = load(args.model, args.device, args.dtype, args.tokenizer,
+                  official={k: getattr(args, k) for k in _OFFICIAL})
+    model, tok, notes = loaded.model, loaded.tokenizer, loaded.notes
+    device, dtype = model.device, model.dtype
     ids = tok(prompt, add_special_tokens=args.add_special_tokens, return_tensors="pt").input_ids
     if ids.shape[1] == 0:
         if tok.bos_token_id is None:
-            raise CLIError("the prompt is empty and the tokenizer has no BOS token to start from; give a prompt")
+            raise UserError("the prompt is empty and the tokenizer has no BOS token to start from; give a prompt")
         ids = torch.tensor([[tok.bos_token_id]])
     vocab = model.config.vocab_size
     gen = model.generation_config

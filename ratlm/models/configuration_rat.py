@@ -66,6 +66,13 @@ class RATConfig(PreTrainedConfig):
         # transformers renames a layer type "attention" to its own "full_attention"; we keep ours
         self.layer_types = ["attention" if t == "full_attention" else t for t in self.layer_types]
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "RATConfig":
+        """A config from a named preset (e.g. "rat-xl", "attention-swa-tiny"), with fields overridden."""
+        from .presets import preset_kwargs
+
+        return cls(**preset_kwargs(name, **overrides))
+
     def per_layer(self, name, i):
         """chunk_size / qk_groups of layer i (a single value applies to every layer)."""
         value = getattr(self, name)

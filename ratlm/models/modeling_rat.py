@@ -21,7 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ..layers import RAT, RNN, Attention, SlidingWindowAttention
-from ..layers.rat import init_gate_bias
+from ..layers.common import init_gate_bias
 from .configuration_rat import RATConfig
 
 # transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`.

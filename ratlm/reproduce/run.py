@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 
-from ..cli import CLIError
+from ..errors import UserError
 from .claims import change_pct, claims
 from .plan import (
     FORMAT,
@@ -78,7 +78,7 @@ def run_step(step, logdir, verbose=False):
     if rc != 0:
         with open(path) as f:
             tail = "".join(f.readlines()[-5:]).strip()
-        raise CLIError(f"step {step.id} failed (exit {rc}); its log is {path}:\n{tail}")
+        raise UserError(f"step {step.id} failed (exit {rc}); its log is {path}:\n{tail}")
     if step.after:
         step.after()
     return seconds
@@ -344,7 +344,7 @@ def rejudge(out):
     earlier verdicts are kept in results["rejudged"] and shown in the write-up. Returns the results."""
     path = os.path.join(out, "results", "results.json")
     if not os.path.isfile(path):
-        raise CLIError(f"{path} does not exist; run `ratlm reproduce` first (or give its --out)")
+        raise UserError(f"{path} does not exist; run `ratlm reproduce` first (or give its --out)")
     results = _read_json(path)
     before = {c["id"]: c["verdict"] for c in results["claims"]}
     results["claims"] = claims(results)
@@ -417,7 +417,7 @@ def _run(args):
     if args.fresh and os.path.isdir(work):
         shutil.rmtree(work)
     if os.path.isfile(plan_file) and _read_json(plan_file) != fingerprint:
-        raise CLIError(f"{work} holds a run with other settings; use --fresh to discard it or --work to choose "
+        raise UserError(f"{work} holds a run with other settings; use --fresh to discard it or --work to choose "
                        "another folder")
     os.makedirs(os.path.join(work, "done"), exist_ok=True)
     with open(plan_file, "w") as fh:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import CLIError
+from ..errors import UserError
 from . import recipe as rc
 
 GROUPS = {"run": "run", "model": "model (ignored with --init-from)", "data": "data", "optim": "optimisation",
@@ -105,13 +105,13 @@ def _run_prepare(args):
     from ..data.tokens import Encoder
 
     if kind_of(args.data) in ("prepared", "synthetic"):
-        raise CLIError(f"--data {args.data}: prepare reads text (stdlib, files, hf:NAME)")
+        raise UserError(f"--data {args.data}: prepare reads text (stdlib, files, hf:NAME)")
     if not 0 < args.val_fraction <= 0.5:
-        raise CLIError(f"--val-fraction {args.val_fraction}: must be in (0, 0.5]")
+        raise UserError(f"--val-fraction {args.val_fraction}: must be in (0, 0.5]")
     if args.shard_tokens < 1:
-        raise CLIError("--shard-tokens must be >= 1")
+        raise UserError("--shard-tokens must be >= 1")
     if shards.is_prepared(args.out):
-        raise CLIError(f"{args.out} already holds prepared tokens (meta.json); choose another --out")
+        raise UserError(f"{args.out} already holds prepared tokens (meta.json); choose another --out")
     options = parse_options(args.data_options)
     train_texts, val_texts, desc = text_source(args.data, options, args.val_fraction)
     tok = choose_tokenizer(args.tokenizer, args.data, texts=train_texts, log=lambda m: print(m, file=sys.stderr))
@@ -125,5 +125,5 @@ def _run_prepare(args):
     for split, info in meta["splits"].items():
         print(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents, {len(info['files'])} shard(s)")
     if not meta["splits"]["train"]["tokens"]:
-        raise CLIError(f"--data {args.data}: no text to tokenise")
+        raise UserError(f"--data {args.data}: no text to tokenise")
     print(f"wrote {os.path.abspath(args.out)} (train with: ratlm train --data {args.out})")

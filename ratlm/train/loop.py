@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cli import CLIError
+from ..errors import UserError
 from ..data.loader import Batches
 from ..data.packing import IGNORE, collate
 from ..data.sources import open_data
@@ -124,12 +124,12 @@ class Trainer:
         try:
             return self._run()
         except torch.OutOfMemoryError:
-            raise CLIError(f"out of memory on {self.dist.device} with micro_batch_size {self.r['micro_batch_size']} x "
+            raise UserError(f"out of memory on {self.dist.device} with micro_batch_size {self.r['micro_batch_size']} x "
                            f"seq_len {self.r['seq_len']}; lower --micro-batch-size (the global batch stays) or "
                            "--seq-len, or set --gradient-checkpointing true") from None
         except RuntimeError as e:
             if "not enough memory" in str(e) or "can't allocate memory" in str(e).lower():
-                raise CLIError(f"out of memory on {self.dist.device}: {str(e).splitlines()[0]}; lower "
+                raise UserError(f"out of memory on {self.dist.device}: {str(e).splitlines()[0]}; lower "
                                "--micro-batch-size or --seq-len") from None
             raise
         finally:
@@ -186,7 +186,7 @@ class Trainer:
         else:
             model = RATForCausalLM(config)
         if state is not None and state["config"] != _config_dict(model.config):
-            raise CLIError("the checkpoint's model differs from this recipe's; resume with the same model settings")
+            raise UserError("the checkpoint's model differs from this recipe's; resume with the same model settings")
         model.config.use_cache = False
         model.to(dist.device).train()
         if r.get("gradient_checkpointing"):
@@ -250,7 +250,7 @@ class Trainer:
         existing = ck.list_checkpoints(ckdir)
         if resume == "none":
             if existing:
-                raise CLIError(f"{os.path.dirname(ckdir)} already holds checkpoints (up to step {existing[-1][0]}); "
+                raise UserError(f"{os.path.dirname(ckdir)} already holds checkpoints (up to step {existing[-1][0]}); "
                                "continue it with --resume auto, or choose another --out")
             return None
         path = ck.latest(ckdir) if resume == "auto" else os.path.expanduser(resume)
@@ -260,7 +260,7 @@ class Trainer:
         try:
             state = ck.load(path)
         except Exception as e:
-            raise CLIError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+            raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
         self.say(f"resuming from {path} (step {state['step']})")
         return state
 
@@ -273,7 +273,7 @@ class Trainer:
         merged["name"] = self.r.get("name") or saved.get("name")
         changed = [k for k in FIXED_ON_RESUME if k in self.explicit and merged.get(k) != saved.get(k)]
         if changed:
-            raise CLIError(f"cannot change {', '.join(changed)} when resuming (the checkpoint has "
+            raise UserError(f"cannot change {', '.join(changed)} when resuming (the checkpoint has "
                            f"{', '.join(f'{k}={saved.get(k)!r}' for k in changed)})")
         validate(merged, self.dist.world)
         return merged
@@ -377,7 +377,7 @@ class Trainer:
             loss = dist.sum([loss_sum])[0] / max(n_targets, 1.0)
             done = step + 1
             if not math.isfinite(loss):
-                raise CLIError(f"the loss is {loss} at step {done}; lower --lr or check the data (no checkpoint "
+                raise UserError(f"the loss is {loss} at step {done}; lower --lr or check the data (no checkpoint "
                                "was written for this step)")
             now = time.time()
             tokens = done * G * T

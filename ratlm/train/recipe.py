@@ -13,12 +13,12 @@ from importlib import resources
 
 import yaml
 
-from ..cli import CLIError
+from ..errors import UserError
 
 DEFAULT_RECIPE = "tiny-rat"
 
 
-class RecipeError(CLIError):
+class RecipeError(UserError):
     """A recipe problem the user can fix (one line)."""
 
 

@@ -4,12 +4,12 @@ import json
 import torch
 
 from ratlm.cli import main
-from ratlm.eval.common import load_model
+from ratlm.runtime import load
 from ratlm.eval.length import buckets, mean_upto, position_losses
 
 
 def test_position_losses_match_a_forward(random_dirs, text_file):
-    model, tok = load_model(random_dirs[0])
+    model, tok, _ = load(random_dirs[0])
     text = open(text_file).read()
     losses, n = position_losses(model, tok, [text], 50, max_windows=3, batch_size=2)
     assert n == 3 and len(losses) == 49

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ratlm.cli import main
-from ratlm.eval.common import load_model
+from ratlm.runtime import load
 from ratlm.eval.ppl import perplexity, windows
 
 
@@ -24,7 +24,7 @@ def test_windows_score_each_token_once(n, context, stride):
 
 
 def test_trained_model_beats_uniform(trained_dir, text_file):
-    model, tok = load_model(trained_dir)
+    model, tok, _ = load(trained_dir)
     text = open(text_file).read()
     r = perplexity(model, tok, [text], context=64, batch_size=8)
     assert r["tokens"] == len(text) - 1 and r["bytes"] == len(text) - 1

@@ -8,12 +8,12 @@ from conftest import copy_model
 from ratlm.cli import main
 from ratlm.data.synthetic import records
 from ratlm.data.tokenizer import byte_tokenizer
-from ratlm.eval.common import load_model
+from ratlm.runtime import load
 from ratlm.eval.retrieval import evaluate, mean_accuracy, prepare
 
 
 def test_copy_model_finds_the_passkey(copy_dir):
-    model, tok = load_model(copy_dir)
+    model, tok, _ = load(copy_dir)
     r = evaluate(model, tok, "passkey", [128, 256], [0.0, 0.5, 1.0], n=2, seed=0, batch_size=4)
     assert r["accuracy"] == [[1.0] * 3] * 2 and r["exact"] == [1.0, 1.0]
     assert r["answers"] == [[2] * 3] * 2 and 100 < r["mean_tokens"][0] <= 128
@@ -29,7 +29,7 @@ def test_copy_model_recalls_mqar_and_random_model_does_not(random_dirs):
     copier = copy_model(sorted(set(string.ascii_lowercase + string.digits + ":")), k=4)
     r = evaluate(copier, tok, "mqar", [60, 120], [0.0, 0.5, 1.0], n=2, seed=0, options={"queries": 3})
     assert r["exact"] == [1.0, 1.0] and sum(map(sum, r["answers"])) == 2 * 2 * 3
-    random, _ = load_model(random_dirs[1])
+    random, _, _ = load(random_dirs[1])
     r = evaluate(random, tok, "mqar", [60], [0.0, 1.0], n=4, seed=0)
     assert mean_accuracy(r, 0) < 0.5
 

@@ -1,0 +1,56 @@
+"""ratlm.runtime: the one device/dtype choice and model + tokenizer loading every command uses."""
+import pytest
+import torch
+
+from ratlm import RATConfig, RATForCausalLM
+from ratlm.errors import UserError
+from ratlm.runtime import load, pick_device, pick_dtype
+
+
+def _model_dir(tmp_path, vocab=259, tokenizer=False):
+    config = RATConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       chunk_size=4, train_length=32)
+    path = tmp_path / "model"
+    RATForCausalLM(config).save_pretrained(path)
+    if tokenizer:
+        from ratlm.data.tokenizer import byte_tokenizer
+
+        byte_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def test_device_and_dtype_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_dtype(None, "cpu") == torch.float32 and pick_dtype("auto", "cuda") == torch.bfloat16
+    assert pick_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(UserError, match="unknown --device"):
+        pick_device("gpu0")
+    with pytest.raises(UserError, match="unknown dtype"):
+        pick_dtype("float8", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            pick_device("cuda")
+
+
+def test_load_directory_with_and_without_tokenizer(tmp_path):
+    path = _model_dir(tmp_path)
+    model, tok, notes = load(path, "cpu", "bfloat16")
+    assert model.dtype == torch.bfloat16 and not model.training
+    assert len(tok) == 259 and "byte-level tokenizer" in notes[0]
+    model, tok, notes = load(_model_dir(tmp_path / "b", tokenizer=True))
+    assert model.dtype == torch.float32 and notes == []
+
+
+def test_load_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="no such model directory or checkpoint"):
+        load(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        load(str(tmp_path / "empty"))
+    small = _model_dir(tmp_path, vocab=100)
+    with pytest.raises(UserError, match="vocabulary has only 100"):
+        load(small, tokenizer="byte")
+    with pytest.raises(UserError, match="only for the authors' .pt"):
+        load(small, official={"mixer": "rat"})
+    with pytest.raises(UserError, match="no such tokenizer directory"):
+        load(small, tokenizer=str(tmp_path / "nope"))
