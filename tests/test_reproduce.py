@@ -4,7 +4,6 @@ give the same numbers; a rerun continues instead of starting over."""
 import glob
 import json
 import math
-import os
 import re
 import shlex
 

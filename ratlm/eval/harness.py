@@ -87,8 +87,9 @@ def run(path, tasks, include_path=(), limit=None, num_fewshot=None, batch_size=8
 def main(argv=None):
     """The `lm_eval` command line, with ratlm registered and its tasks on the include path."""
     _require()
-    from .. import models  # noqa: F401  (registers RATConfig / RATForCausalLM with the Auto classes)
     from lm_eval.__main__ import cli_evaluate
+
+    from .. import models  # noqa: F401  (registers RATConfig / RATForCausalLM with the Auto classes)
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in ("ls", "validate", "-h", "--help") and not any(

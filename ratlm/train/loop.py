@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
 from ..data.loader import Batches
 from ..data.packing import IGNORE, collate
 from ..data.sources import open_data
+from ..errors import UserError
 from . import checkpoint as ck
 from . import memory
 from .dist import Dist, no_sync, unwrap, wrap

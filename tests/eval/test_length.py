@@ -4,8 +4,8 @@ import json
 import torch
 
 from ratlm.cli import main
-from ratlm.runtime import load
 from ratlm.eval.length import buckets, mean_upto, position_losses
+from ratlm.runtime import load
 
 
 def test_position_losses_match_a_forward(random_dirs, text_file):

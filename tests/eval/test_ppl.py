@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ratlm.cli import main
-from ratlm.runtime import load
 from ratlm.eval.ppl import perplexity, windows
+from ratlm.runtime import load
 
 
 @pytest.mark.parametrize("n,context,stride", [(1, 4, 3), (2, 4, 3), (10, 4, 3), (10, 4, 1), (100, 16, 5), (7, 16, 15)])

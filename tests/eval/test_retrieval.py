@@ -3,13 +3,13 @@ import json
 import string
 
 import torch
-
 from conftest import copy_model
+
 from ratlm.cli import main
 from ratlm.data.synthetic import records
 from ratlm.data.tokenizer import byte_tokenizer
-from ratlm.runtime import load
 from ratlm.eval.retrieval import evaluate, mean_accuracy, prepare
+from ratlm.runtime import load
 
 
 def test_copy_model_finds_the_passkey(copy_dir):

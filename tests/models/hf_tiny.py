@@ -52,7 +52,7 @@ def _sharpen(model, seed):
     return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model(kind="rat-swa", seed=0):
     """A shared eval-mode model; tests must not modify it."""
     torch.manual_seed(seed)

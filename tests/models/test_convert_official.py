@@ -4,14 +4,18 @@ import subprocess
 
 import pytest
 import torch
+from hf_tiny import one_thread  # noqa: F401
+from official_format import official_state_dict, reference_logits, save_checkpoint, with_orig_mod
 from transformers import AutoModelForCausalLM
 
 from ratlm import RATForCausalLM
-from ratlm.models.convert_official import (ConversionError, convert_official, load_official, official_config,
-                                           official_to_model)
-
-from hf_tiny import one_thread  # noqa: F401
-from official_format import official_state_dict, reference_logits, save_checkpoint, with_orig_mod
+from ratlm.models.convert_official import (
+    ConversionError,
+    convert_official,
+    load_official,
+    official_config,
+    official_to_model,
+)
 
 HD, L, W = 8, 4, 5  # head width, chunk, window of the synthetic checkpoints (D = 32: 4 heads)
 OPTS = dict(head_dim=HD, chunk_size=L, window=W)

@@ -4,14 +4,13 @@ import os
 
 import pytest
 import torch
+from hf_tiny import KINDS, fresh_model, one_thread, tiny_config  # noqa: F401
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 import ratlm
 from ratlm import RATConfig, RATForCausalLM, RATModel
 from ratlm.models.presets import preset_kwargs
-
-from hf_tiny import KINDS, fresh_model, one_thread, tiny_config  # noqa: F401
 
 
 @pytest.mark.parametrize("name", ratlm.preset_names() + ["rat64-swa-tiny", "rat32-xl"])

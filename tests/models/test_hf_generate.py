@@ -3,14 +3,12 @@ import functools
 
 import pytest
 import torch
+from hf_tiny import CHUNK, KINDS, NON_ASCII, cache_of, encode, one_thread, reference_greedy, tiny_model, tokenizer  # noqa: F401
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TextStreamer, pipeline
 from transformers.cache_utils import Cache
 
 from ratlm import RATCache
 from ratlm.models.modeling_rat import CACHE_FIELD
-
-from hf_tiny import (CHUNK, KINDS, NON_ASCII, cache_of, encode, one_thread, reference_greedy,  # noqa: F401
-                     tiny_model, tokenizer)
 
 PROMPTS = ["The quick brown fox", "hi", "a b c d e f g"]
 

@@ -6,11 +6,10 @@ import sys
 
 import pytest
 import torch
-
-from ratlm.cli import main
-
 from hf_tiny import fresh_model, one_thread, tokenizer  # noqa: F401
 from official_format import official_state_dict, save_checkpoint
+
+from ratlm.cli import main
 
 OFFICIAL = ["--head-dim", "8", "--chunk-size", "4", "--window", "5"]
 

@@ -7,10 +7,9 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import corpus_dir, tiny_args, tiny_recipe  # noqa: F401 (corpus_dir is a fixture)
 
 from ratlm.train.loop import train
-
-from train_helpers import corpus_dir, tiny_args, tiny_recipe  # noqa: F401 (corpus_dir is a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SETTINGS = dict(batch_size=4, micro_batch_size=1, max_steps=3, save_every=2, eval_every=3)

@@ -4,12 +4,11 @@ import os
 import sys
 
 import pytest
+from train_helpers import tiny_args, tiny_recipe, write_corpus
 
 from ratlm.cli import main
 from ratlm.train import recipe as rc
 from ratlm.train.loop import train
-
-from train_helpers import tiny_args, tiny_recipe, write_corpus
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ import types
 import numpy as np
 import pytest
 import torch
+from train_helpers import corpus_dir, tiny_args, tiny_recipe  # noqa: F401 (corpus_dir is a fixture)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ratlm.cli import main
 from ratlm.train.loop import cosine_schedule, train
-
-from train_helpers import corpus_dir, tiny_args, tiny_recipe  # noqa: F401 (corpus_dir is a fixture)
 
 
 def check_run(out, steps=4, sft=False):
