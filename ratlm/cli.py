@@ -19,7 +19,7 @@ def csv_list(kind):
         try:
             return [kind(v) for v in s.split(",") if v]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {s!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {s!r}") from None
     return parse
 
 

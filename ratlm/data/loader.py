@@ -17,7 +17,8 @@ class Batches:
         self.next_step = 0  # streaming only: the step whose batch comes next
         self._perm = (None, None)
         if not self.streaming and len(rows) == 0:
-            raise ValueError("the training data is too short to make a single row; give more data or a smaller --seq-len")
+            raise ValueError("the training data is too short to make a single row; give more data or a smaller "
+                             "--seq-len")
 
     def _order(self, epoch):
         if self._perm[0] != epoch:

@@ -26,7 +26,8 @@ def synthetic_records(task, n, seed, **options):
     try:
         module = importlib.import_module("ratlm.data.synthetic")
     except ImportError as e:
-        raise ValueError(f"--data synthetic:{task} needs ratlm.data.synthetic, which this install lacks ({e})") from None
+        raise ValueError(f"--data synthetic:{task} needs ratlm.data.synthetic, which this install lacks "
+                         f"({e})") from None
     try:
         records = list(module.examples(task, n, seed, **options))
     except (KeyError, TypeError) as e:

@@ -255,7 +255,8 @@ def official_config(sd, mixer=None, hybrid=False, head_dim=128, chunk_size=16, w
                     "attention": "an attention layer (no gate_bias, in_proj 3D rows)"}[kind]
             if window_layer:
                 tip = "; drop --hybrid" if kind == mixer else ""
-                raise ConversionError(f"--hybrid puts sliding-window attention on odd layers, but layer {i} is {what}{tip}")
+                raise ConversionError(f"--hybrid puts sliding-window attention on odd layers, but layer {i} is "
+                                      f"{what}{tip}")
             if mixer == "rat" and kind == "attention" and i % 2 == 1 and not hybrid:
                 raise ConversionError(f"layer {i} is {what} while layer 0 is RAT: this looks like the hybrid model; "
                                       "pass --hybrid")

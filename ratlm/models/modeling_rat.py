@@ -220,7 +220,8 @@ class RATModel(RATPreTrainedModel):
 
     def __init__(self, config: RATConfig):
         super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)  # no padding_idx: pads are masked, and a pad id shared with EOS must still train
+        # no padding_idx: pads are masked, and a pad id shared with EOS must still train
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList([RATBlock(config, i) for i in range(config.num_hidden_layers)])
         self.norm = RATRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_init()
@@ -238,7 +239,8 @@ class RATModel(RATPreTrainedModel):
         if use_cache is None:  # a cache only when asked for (generate asks) or continued: scoring runs in parallel
             use_cache = cache is not None or past_key_values is not None
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         cache = cache if cache is not None else past_key_values
         h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         B, T = h.shape[:2]

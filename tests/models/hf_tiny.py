@@ -35,7 +35,8 @@ def tiny_config(kind="rat-swa", **kw):
     layers = KINDS[kind]
     base = dict(vocab_size=259, hidden_size=32, num_hidden_layers=len(layers), num_attention_heads=4,
                 intermediate_size=64, layer_types=list(layers), chunk_size=CHUNK, qk_groups=2,
-                sliding_window=WINDOW, train_length=64, tie_word_embeddings=False, pad_token_id=256, bos_token_id=257, eos_token_id=258)
+                sliding_window=WINDOW, train_length=64, tie_word_embeddings=False,
+                pad_token_id=256, bos_token_id=257, eos_token_id=258)
     base.update(kw)
     return RATConfig(**base)
 

@@ -30,7 +30,8 @@ def test_paper_presets():
                            ("attention-swa", {"attention", "sliding_attention"}),
                            ("rat-swa", {"rat", "sliding_attention"})]:
         cfg = RATConfig.from_preset(f"{variant}-xl")
-        assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.vocab_size) == (2048, 24, 16, 32000)
+        sizes = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.vocab_size)
+        assert sizes == (2048, 24, 16, 32000)
         assert cfg.hidden_size // cfg.num_attention_heads == 128 and cfg.intermediate_size == 4 * 2048
         assert set(cfg.layer_types) == types and cfg.chunk_size == 16 and cfg.qk_groups == 2
         assert cfg.sliding_window == 1024 and cfg.tie_word_embeddings and cfg.position_encoding == "rope"

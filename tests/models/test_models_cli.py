@@ -57,7 +57,8 @@ def test_generate_prompt_from_stdin_and_file(paths, capsys, monkeypatch, tmp_pat
     assert run(capsys, "generate", paths / "model", "-", "--max-new-tokens", 6, "--quiet")[:2] == (0, ref)
     f = tmp_path / "prompt.txt"
     f.write_text("from a file\n", encoding="utf-8")
-    assert run(capsys, "generate", paths / "model", "--prompt-file", f, "--max-new-tokens", 6, "--quiet")[:2] == (0, ref)
+    got = run(capsys, "generate", paths / "model", "--prompt-file", f, "--max-new-tokens", 6, "--quiet")
+    assert got[:2] == (0, ref)
 
 
 def test_generate_sampling_is_seeded(paths, capsys):
@@ -126,7 +127,8 @@ def test_errors_are_one_line(paths, capsys, argv, match):
 def test_real_command_line(paths):
     """One real process: the prompt from a pipe, text on stdout, notes on stderr."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    ok = subprocess.run([sys.executable, "-m", "ratlm", "generate", str(paths / "model"), "-", "--max-new-tokens", "12"],
+    ok = subprocess.run([sys.executable, "-m", "ratlm", "generate", str(paths / "model"), "-",
+                         "--max-new-tokens", "12"],
                         input="Once upon", capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0 and ok.stdout == expected_text(paths / "model", "Once upon", 12, do_sample=False) + "\n"
     assert "tokens/s" in ok.stderr and "Traceback" not in ok.stderr
