@@ -73,7 +73,7 @@ class RATConfig(PreTrainedConfig):
 
         return cls(**preset_kwargs(name, **overrides))
 
-    def per_layer(self, name, i):
+    def per_layer(self, name: str, i: int):
         """chunk_size / qk_groups of layer i (a single value applies to every layer)."""
         value = getattr(self, name)
         return value[i] if isinstance(value, list) else value

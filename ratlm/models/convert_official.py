@@ -23,10 +23,14 @@ import os
 import pickle
 import re
 import zipfile
+from typing import TYPE_CHECKING
 
 import torch
 
 from .configuration_rat import RATConfig
+
+if TYPE_CHECKING:
+    from .modeling_rat import RATForCausalLM
 
 MIXERS = ("rat", "attention", "rnn")
 DEFAULTS = dict(mixer=None, hybrid=False, head_dim=128, chunk_size=16, window=1024, position_encoding="rope")
@@ -97,7 +101,7 @@ def _why(e):
     return lines[0][:200] if lines else type(e).__name__
 
 
-def load_official(path):
+def load_official(path: str) -> dict:
     """The state dict of one of the authors' checkpoints (names with `_orig_mod.` dropped, tensors
     on the CPU). Raises ConversionError if the file is not such a checkpoint."""
     path = os.fspath(path)
@@ -179,8 +183,8 @@ def _layer_kind(sd, i, D, head_dim):
                           f"rnn with gate_bias) or 3*{D} + 2*G*head_dim with a gate_bias (rat)")
 
 
-def official_config(sd, mixer=None, hybrid=False, head_dim=128, chunk_size=16, window=1024,
-                    position_encoding="rope"):
+def official_config(sd: dict, mixer: str | None = None, hybrid: bool = False, head_dim: int = 128,
+                    chunk_size: int = 16, window: int = 1024, position_encoding: str = "rope") -> RATConfig:
     """A RATConfig for the authors' state dict `sd`, checked against the options.
 
     mixer: "rat", "attention" or "rnn" (None: read from layer 0's shapes). hybrid: layers alternate
@@ -320,7 +324,8 @@ def _build(sd, config):
     return model, next(iter(mapped.values())).dtype
 
 
-def official_to_model(path, dtype=None, device=None, **options):
+def official_to_model(path: str, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                      **options) -> RATForCausalLM:
     """The authors' checkpoint at `path` as a RATForCausalLM (eval mode), without writing anything.
     options: mixer, hybrid, head_dim, chunk_size, window, position_encoding (see official_config)."""
     sd = load_official(path)
@@ -346,7 +351,8 @@ def _load_tokenizer(tokenizer_dir, vocab):
     return tok, extra
 
 
-def convert_official(path, out, tokenizer=None, overwrite=False, **options):
+def convert_official(path: str, out: str, tokenizer: str | None = None, overwrite: bool = False,
+                     **options) -> RATConfig:
     """Convert the authors' checkpoint at `path` into a model directory `out` that
     `AutoModelForCausalLM.from_pretrained(out)` loads (after `import ratlm`). tokenizer: a local
     tokenizer directory to copy in. Returns the model's config."""
@@ -378,7 +384,7 @@ def convert_official(path, out, tokenizer=None, overwrite=False, **options):
     return model.config
 
 
-def describe(config):
+def describe(config: RATConfig) -> str:
     """One line about a converted model."""
     kinds = sorted(set(config.layer_types), key=config.layer_types.index)
     parts = [f"{'+'.join(kinds)}", f"{config.num_hidden_layers} layers x {config.hidden_size}"]

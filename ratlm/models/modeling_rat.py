@@ -11,6 +11,8 @@ boundaries (each document is then computed exactly as if it were alone).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
@@ -20,7 +22,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from ..layers import RAT, RNN, Attention, SlidingWindowAttention
+from ..layers import RAT, RNN, Attention, LayerCache, SlidingWindowAttention
 from ..layers.common import init_gate_bias
 from .configuration_rat import RATConfig
 
@@ -54,7 +56,7 @@ class RATMLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def build_mixer(config, i):
+def build_mixer(config: RATConfig, i: int) -> nn.Module:
     kind = config.layer_types[i]
     D, H = config.hidden_size, config.num_attention_heads
     pe, theta = config.position_encoding, config.rope_theta
@@ -92,13 +94,14 @@ class RATCache(Cache):
 
     is_compileable = False
 
-    def __init__(self, layers, max_length=None):
+    def __init__(self, layers: Iterable[LayerCache], max_length: int | None = None):
         super().__init__(layers=list(layers))
         self.columns = 0
         self.max_length = max_length
 
     @classmethod
-    def for_model(cls, model, batch_size, max_length=None, device=None, dtype=None):
+    def for_model(cls, model: RATModel | RATForCausalLM, batch_size: int, max_length: int | None = None,
+                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> RATCache:
         """An empty cache for `model` (a RATModel or RATForCausalLM) and `batch_size` rows.
         `max_length` fixes the capacity (tokens per row); None grows as needed."""
         base = model.model if isinstance(model, RATForCausalLM) else model
@@ -107,7 +110,7 @@ class RATCache(Cache):
                   for blk in base.layers]
         return cls(layers, max_length)
 
-    def get_seq_length(self, layer_idx=0):
+    def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.columns
 
     def get_mask_sizes(self, query_length, layer_idx=0):
@@ -129,11 +132,11 @@ class RATCache(Cache):
         self.columns = 0
 
     @property
-    def seen(self):
+    def seen(self) -> torch.Tensor:
         """(B,) real tokens per row."""
         return self.layers[0].seen
 
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of live decode state over all layers."""
         return sum(layer.nbytes() for layer in self.layers)
 
@@ -226,11 +229,15 @@ class RATModel(RATPreTrainedModel):
         self.norm = RATRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_init()
 
-    def make_cache(self, batch_size, max_length=None, device=None, dtype=None):
+    def make_cache(self, batch_size: int, max_length: int | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> RATCache:
         return RATCache.for_model(self, batch_size, max_length, device, dtype)
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, past_key_values=None,
-                inputs_embeds=None, use_cache=None, output_hidden_states=None, return_dict=None, **kwargs):
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, cache: RATCache | None = None,
+                past_key_values: RATCache | None = None, inputs_embeds: torch.Tensor | None = None,
+                use_cache: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> BaseModelOutputWithPast | tuple:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if input_ids is not None and input_ids.dim() != 2:
@@ -288,13 +295,17 @@ class RATForCausalLM(RATPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def make_cache(self, batch_size, max_length=None, device=None, dtype=None):
+    def make_cache(self, batch_size: int, max_length: int | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> RATCache:
         """An empty RATCache for `batch_size` rows (pass it as `cache=` to forward or generate)."""
         return RATCache.for_model(self, batch_size, max_length, device, dtype)
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None, return_dict=None,
-                logits_to_keep=0, **kwargs):
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, cache: RATCache | None = None,
+                past_key_values: RATCache | None = None, inputs_embeds: torch.Tensor | None = None,
+                labels: torch.LongTensor | None = None, use_cache: bool | None = None,
+                output_hidden_states: bool | None = None, return_dict: bool | None = None,
+                logits_to_keep: int | torch.Tensor = 0, **kwargs) -> CausalLMOutputWithPast | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,

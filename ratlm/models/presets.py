@@ -24,11 +24,11 @@ VARIANTS = ("attention", "rat", "ratN", "rnn", "attention-swa", "rat-swa", "ratN
 _NAME = re.compile(r"^(attention|rnn|rat(\d*))(-swa)?-(" + "|".join(SIZES) + r")$")
 
 
-def preset_names():
+def preset_names() -> list[str]:
     return [f"{v}-{s}" for s in SIZES for v in ("attention", "rat", "rat64", "rnn", "attention-swa", "rat-swa")]
 
 
-def preset_kwargs(name, **overrides):
+def preset_kwargs(name: str, **overrides) -> dict:
     """Config keyword arguments of a preset (see the module docstring for names), with `overrides`
     applied (layer_types follows an overridden num_hidden_layers)."""
     m = _NAME.match(name)
