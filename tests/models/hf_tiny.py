@@ -1,7 +1,6 @@
 """Tiny random models over the byte tokenizer, for the transformers-integration tests."""
 import functools
 
-import pytest
 import torch
 
 from ratlm import RATConfig, RATForCausalLM
@@ -19,16 +18,6 @@ KINDS = {
 }
 # token ids of everything but printable ASCII: suppressed where a test compares text
 NON_ASCII = list(range(0, 32)) + list(range(127, 259))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run best on one thread; on a shared, busy CPU, torch's thread pool can make them
-    10-100x slower. (Imported by each test module, which makes it apply there.)"""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_config(kind="rat-swa", **kw):

@@ -4,7 +4,6 @@ import subprocess
 
 import pytest
 import torch
-from hf_tiny import one_thread  # noqa: F401
 from official_format import official_state_dict, reference_logits, save_checkpoint, with_orig_mod
 from transformers import AutoModelForCausalLM
 

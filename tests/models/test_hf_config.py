@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from hf_tiny import KINDS, fresh_model, one_thread, tiny_config  # noqa: F401
+from hf_tiny import KINDS, fresh_model, tiny_config
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 

@@ -3,7 +3,7 @@ import functools
 
 import pytest
 import torch
-from hf_tiny import CHUNK, KINDS, NON_ASCII, cache_of, encode, one_thread, reference_greedy, tiny_model, tokenizer  # noqa: F401
+from hf_tiny import CHUNK, KINDS, NON_ASCII, cache_of, encode, reference_greedy, tiny_model, tokenizer
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TextStreamer, pipeline
 from transformers.cache_utils import Cache
 

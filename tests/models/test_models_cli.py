@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from hf_tiny import fresh_model, one_thread, tokenizer  # noqa: F401
+from hf_tiny import fresh_model, tokenizer
 from official_format import official_state_dict, save_checkpoint
 
 from ratlm.cli import main
