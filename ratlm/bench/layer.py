@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..layers import RAT, RNN, Attention, SlidingWindowAttention
+from .system import PeakMemory, cpu_summary
 
 DECODE_STEPS = 16
 
@@ -40,6 +41,11 @@ class Result:
     flops: float = 0.0
     cache_bytes: int | None = None
     ratio_vs_attention: float | None = None  # attention time / this time
+    ideal_ratio: float | None = None  # RAT rows: attention / (RNN + (attention - RNN) / L), same run
+    of_ideal: float | None = None  # ratio_vs_attention / ideal_ratio
+    peak_bytes: int | None = None  # peak memory of the timed runs above their start (see memory_kind)
+    memory_kind: str | None = None  # cuda_allocated | cpu_rss (ratlm.bench.system.PeakMemory)
+    compile: bool = False
 
 
 def parse_mixer(name, window):
@@ -111,8 +117,8 @@ def _time(fn, device, warmup, repeats):
 def _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device, steps, compile):
     """(the function to time, its FLOPs, the decode cache bytes or None) for one measurement."""
     x = torch.randn(B, T, hidden, device=device, dtype=dt)
+    fwd = torch.compile(layer) if compile else layer
     if mode == "train":
-        fwd = torch.compile(layer) if compile else layer
         x.requires_grad_(True)
 
         def fn():
@@ -121,7 +127,7 @@ def _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, devic
     if mode == "prefill":
         def fn():
             with torch.no_grad():
-                layer(x, cache=layer.init_cache(B, max_length=T))
+                fwd(x, cache=layer.init_cache(B, max_length=T))
         return fn, mixer_flops(kind, opts, hidden, heads, qk_groups, B, T), None
     cache = layer.init_cache(B, max_length=T + steps * DECODE_STEPS)
     with torch.no_grad():
@@ -132,7 +138,7 @@ def _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, devic
     def fn():
         with torch.no_grad():
             for _ in range(DECODE_STEPS):
-                layer(step, cache=cache)
+                fwd(step, cache=cache)
     return fn, DECODE_STEPS * mixer_flops(kind, opts, hidden, heads, qk_groups, B, T, decode_at=T), nbytes
 
 
@@ -154,11 +160,13 @@ def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=
         layer = build(kind, hidden, heads, opts, qk_groups).to(device=device, dtype=dt)
         fn, flops, cache_bytes = _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device,
                                            warmup + repeats + 1, compile)
-        times = _time(fn, device, warmup, repeats)
+        with PeakMemory(device) as peak:
+            times = _time(fn, device, warmup, repeats)
         if mode == "decode":
             times = [s / DECODE_STEPS for s in times]
             flops /= DECODE_STEPS
-        results.append(Result(label, mode, T, B, statistics.median(times), times, flops, cache_bytes))
+        results.append(Result(label, mode, T, B, statistics.median(times), times, flops, cache_bytes,
+                              peak_bytes=peak.bytes, memory_kind=peak.kind, compile=bool(compile)))
         del layer, fn
         if bar:
             bar.update(1)
@@ -168,19 +176,31 @@ def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=
     for r in results:
         if (r.mode, r.length) in base:
             r.ratio_vs_attention = base[(r.mode, r.length)] / r.median_s
+        if r.mixer.startswith("rat") and r.ratio_vs_attention:
+            r.ideal_ratio = ideal_ratio(results, r.mode, r.length, int(r.mixer[3:]))
+            r.of_ideal = r.ratio_vs_attention / r.ideal_ratio if r.ideal_ratio else None
     return results
 
 
 def table(results):
     """Plain-text table: one row per (mode, length, mixer)."""
-    head = f"{'mode':<8}{'length':>8}{'batch':>6}  {'mixer':<10}{'median':>11}{'vs attn':>9}{'GFLOP/s':>9}{'cache MiB':>11}"
+    head = (f"{'mode':<8}{'length':>8}{'batch':>6}  {'mixer':<10}{'median':>11}{'vs attn':>9}{'ideal':>8}"
+            f"{'of ideal':>9}{'GFLOP/s':>9}{'cache MiB':>11}{'peak MiB':>10}")
     lines = [head, "-" * len(head)]
     for r in sorted(results, key=lambda r: (r.mode, r.length)):
         ratio = f"{r.ratio_vs_attention:.2f}x" if r.ratio_vs_attention else "-"
+        ideal = f"{r.ideal_ratio:.2f}x" if r.ideal_ratio else "-"
+        of_ideal = f"{100 * r.of_ideal:.0f}%" if r.of_ideal else "-"
         cache = f"{r.cache_bytes / 2**20:.2f}" if r.cache_bytes is not None else "-"
+        peak = f"{r.peak_bytes / 2**20:.1f}" if r.peak_bytes is not None else "-"
         med = f"{r.median_s * 1e3:.2f} ms" if r.median_s < 1 else f"{r.median_s:.3f} s"
-        lines.append(f"{r.mode:<8}{r.length:>8}{r.batch:>6}  {r.mixer:<10}{med:>11}{ratio:>9}"
-                     f"{r.flops / r.median_s / 1e9:>9.1f}{cache:>11}")
+        lines.append(f"{r.mode:<8}{r.length:>8}{r.batch:>6}  {r.mixer:<10}{med:>11}{ratio:>9}{ideal:>8}{of_ideal:>9}"
+                     f"{r.flops / r.median_s / 1e9:>9.1f}{cache:>11}{peak:>10}")
+    kinds = {r.memory_kind for r in results if r.memory_kind}
+    if kinds:
+        what = {"cuda_allocated": "peak allocated CUDA bytes", "cpu_rss": "peak resident set growth"}
+        lines.append(f"peak MiB: {', '.join(what.get(k, k) for k in sorted(kinds))} during the timed runs; "
+                     "ideal: attention / (RNN + (attention - RNN) / L) from this run")
     return "\n".join(lines)
 
 
@@ -205,7 +225,8 @@ def plot(results, png, meta):
         ax.set_title(titles[mode])
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle(f"ratlm bench layer: D={meta['hidden']}, {meta['heads']} heads, {meta['dtype']}, {meta['device_name']}")
+    fig.suptitle(f"ratlm bench layer: D={meta['hidden']}, {meta['heads']} heads, {meta['dtype']}, "
+                 f"{meta['device_name']}")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
@@ -215,9 +236,7 @@ def device_name(device):
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
+    return f"{cpu_summary()}, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
 
 
 def ideal_ratio(results, mode, length, L):

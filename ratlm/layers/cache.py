@@ -221,3 +221,23 @@ class RNNCache(LayerCache):
 
     def tensors(self):
         return {"state": self.state}
+
+
+def row_state_bytes(kind, hidden_size, context_len, dtype=torch.float32, chunk_size=None, window=None):
+    """Bytes of one row's decode state in one layer after `context_len` tokens, as the caches above hold
+    it (their `nbytes()` per row): kind "rat": the final (k~, v~) of the context_len // chunk_size
+    completed chunks in `dtype` plus the running pair in its accumulation dtype; "attention": every
+    token's key and value; "sliding_attention": min(context_len, window + 1) slots; "rnn": the state
+    (accumulation dtype). The token counters (8 bytes per row and layer) are not counted."""
+    item = torch.empty(0, dtype=dtype).element_size()
+    acc = torch.empty(0, dtype=torch.promote_types(dtype, torch.float32)).element_size()
+    pair = 2 * hidden_size
+    if kind == "rat":
+        return (context_len // chunk_size) * pair * item + pair * acc
+    if kind == "attention":
+        return context_len * pair * item
+    if kind == "sliding_attention":
+        return min(context_len, window + 1) * pair * item
+    if kind == "rnn":
+        return hidden_size * acc
+    raise ValueError(f"unknown layer kind {kind!r}: use rat, attention, sliding_attention or rnn")

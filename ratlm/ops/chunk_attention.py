@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .dtypes import acc_dtype, up
+from .dtypes import acc_dtype, autocast_off, up
 
 QUERY_BLOCK = 512
 MAX_BLOCK_ELEMS = 1 << 22  # cap on heads x queries x keys held at once per block
@@ -99,6 +99,7 @@ def _score_count(blocks, batch, heads):
 
 class _ChunkAttention(torch.autograd.Function):
     @staticmethod
+    @autocast_off
     def forward(ctx, q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep):
         B, H, Tq, _ = q.shape
         blocks = _query_blocks(q_chunk, k_chunk, Tq, H)
@@ -112,6 +113,7 @@ class _ChunkAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dout):
         q, k, v, self_score, self_value, q_chunk, k_chunk, out, lse = ctx.saved_tensors
         scale, kept = ctx.scale, ctx.kept

@@ -1,6 +1,8 @@
 """Accumulation precision."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -15,3 +17,20 @@ def up(t):
 
 
 _ACC = (torch.float32, torch.float64)
+
+
+def autocast_off(fn):
+    """Decorator for a custom autograd Function's forward/backward: run it with autocast disabled on the
+    device of its first tensor argument. These kernels choose their own dtypes (accumulation in
+    float32); autocast would otherwise turn some of their matmuls into bf16 and mix dtypes (the
+    backward runs under the autocast state of the forward)."""
+
+    @functools.wraps(fn)
+    def wrapped(ctx, *args):
+        dev = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        if not torch.is_autocast_enabled(dev):
+            return fn(ctx, *args)
+        with torch.autocast(dev, enabled=False):
+            return fn(ctx, *args)
+
+    return wrapped

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .dtypes import up
+from .dtypes import autocast_off, up
 
 BLOCK = 16  # tokens per block in the hierarchical scan
 MAX_ALIGNED_CHUNK = 64  # longer chunks take the hierarchical scan (fewer Python steps)
@@ -71,6 +71,7 @@ class _ChunkScan(torch.autograd.Function):
     G*dh and are tiled to D here (head h uses group h mod G), so the tiled copy is never stored."""
 
     @staticmethod
+    @autocast_off
     def forward(ctx, k, v, u, L):
         B, T, D = v.shape
         pad = (-T) % L
@@ -91,6 +92,7 @@ class _ChunkScan(torch.autograd.Function):
         return run[:, :, 0], run[:, :, 1], ends[:, :, 0], ends[:, :, 1]
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dk_run, dv_run, dk_end, dv_end):
         k, v, u, h = ctx.saved_tensors
         L, pad = ctx.L, ctx.pad
@@ -142,6 +144,7 @@ def _chunked(t, L, pad):
 
 class _GatedScan(torch.autograd.Function):
     @staticmethod
+    @autocast_off
     def forward(ctx, x, u, keep, h0):
         # keep: float 0/1 (B, T, 1, ...) or None; zero where the state restarts.
         x32 = up(x)
@@ -153,6 +156,7 @@ class _GatedScan(torch.autograd.Function):
         return h
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dh):
         x, u, keep, h0, h = ctx.saved_tensors
         dh = up(dh)

@@ -1,0 +1,89 @@
+"""What a benchmark ran on (CPU model and ISA flags) and how much memory a workload peaked at."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+
+import torch
+
+_FLAGS = {"avx2": ("avx2",), "avx512": ("avx512f",), "amx": ("amx_tile",),
+          "bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
+
+
+def cpu_info():
+    """{"model": name, "cores": n, "isa": {avx2, avx512, amx, bf16, fp16: bool}, "torch_capability": the
+    vector ISA torch's kernels use (e.g. AVX512)}. bf16 means native bf16 instructions (AVX512-BF16 or
+    AMX-BF16). Read from /proc/cpuinfo on Linux; elsewhere the model is platform.processor()."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        model = m.group(1).strip() if m else model
+        m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = set(m.group(1).split()) if m else set()
+    except OSError:
+        pass
+    isa = {name: any(f in flags for f in names) for name, names in _FLAGS.items()}
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # older torch
+        capability = None
+    return {"model": model, "cores": os.cpu_count(), "isa": isa, "torch_capability": capability}
+
+
+def cpu_summary(info=None):
+    """One line: 'Intel(R) Xeon(R) Processor (avx512, amx, bf16; torch AVX512)'."""
+    info = info or cpu_info()
+    have = [k for k in ("avx512", "amx", "bf16") if info["isa"].get(k)] or [
+        "avx2" if info["isa"].get("avx2") else "no avx2/avx512"]
+    cap = f"; torch {info['torch_capability']}" if info.get("torch_capability") else ""
+    return f"{info['model']} ({', '.join(have)}{cap})"
+
+
+def _status_kib(key):
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M)
+        return int(m.group(1)) * 1024 if m else None
+    except OSError:
+        return None
+
+
+class PeakMemory:
+    """`with PeakMemory(device) as pm: ...; pm.bytes`: the peak memory of the block above its start.
+
+    CUDA: peak allocated bytes (torch.cuda.max_memory_allocated after a reset) minus those allocated
+    at the start (`kind` "cuda_allocated"). CPU on Linux: the peak resident set size (VmHWM, reset by
+    writing 5 to /proc/self/clear_refs) minus the resident set at the start ("cpu_rss"); memory the
+    allocator kept from earlier work is reused without showing up, so small peaks can read low.
+    Elsewhere `bytes` is None."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.kind, self.bytes, self._start = None, None, None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.kind, self._start = "cuda_allocated", torch.cuda.memory_allocated(self.device)
+        elif self.device.type == "cpu":
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                self._start = _status_kib("VmRSS")
+                self.kind = "cpu_rss" if self._start is not None else None
+            except OSError:
+                self._start = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.kind == "cuda_allocated":
+            torch.cuda.synchronize(self.device)
+            self.bytes = torch.cuda.max_memory_allocated(self.device) - self._start
+        elif self.kind == "cpu_rss":
+            peak = _status_kib("VmHWM")
+            self.bytes = None if peak is None else max(0, peak - self._start)
+        return False
