@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import make, run_split
+from mixer_helpers import make, run_split
 
 from ratlm.layers import RAT, RNN
 from ratlm.ops.naive import naive_attention, naive_gated_scan, tile_groups

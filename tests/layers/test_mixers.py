@@ -1,7 +1,7 @@
 """Reference vs parallel vs token-by-token decode vs prefill split at random points."""
 import pytest
 import torch
-from conftest import MIXERS, make, mixer_id, random_cuts, run_split
+from mixer_helpers import MIXERS, make, mixer_id, random_cuts, run_split
 
 LENGTHS = [1, 3, 4, 16, 17, 37, 64]
 
