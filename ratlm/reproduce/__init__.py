@@ -22,7 +22,8 @@ A rerun with the same settings and --work skips the steps already done (each lea
 WORK/done/); --fresh starts over.
 
 Modules: `plan` (settings, variants, commands, time estimates), `run` (running the steps, gathering
-results.json, the command), `claims` (the verdict rules), `report` (RESULTS.md and the plots).
+results.json, the command), `claims` (the verdict rules: per claim a judge and its summary cells),
+`report` (RESULTS.md, one function per section, and the plots), `markdown` (numbers and tables).
 """
 from .claims import VERDICTS, claims
 from .plan import PAPER, VARIANTS, equalise, lm_runs, plan, settings, timing_model
