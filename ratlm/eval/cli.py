@@ -6,7 +6,6 @@ JSON (and PNG) files under --out.
 from __future__ import annotations
 
 import os
-import sys
 
 from ..cli import csv_list
 from ..errors import UserError
@@ -21,7 +20,8 @@ def register(sub):
     def common(q, out=True):
         q.add_argument("models", nargs="+", metavar="MODEL", help="model directories (save_pretrained + tokenizer)")
         q.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-        q.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, bfloat16 on CUDA")
+        q.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                       help="default: float32 on CPU, bfloat16 on CUDA")
         q.add_argument("--tokenizer", help="tokenizer directory or 'byte' (default: the model directory's)")
         q.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
         if out:
@@ -100,94 +100,30 @@ def _need_subcommand(args):
     raise UserError("choose an evaluation: `ratlm eval ppl|length|retrieval|lm-eval` (see ratlm eval -h)")
 
 
-def _progress():
-    from tqdm import tqdm
-
-    return lambda **kw: tqdm(**kw, file=sys.stderr, leave=False)
-
-
 def _models(args):
-    """Yield (name, model, tokenizer), loading each model only when its turn comes."""
-    from ..runtime import load, pick_device
-    from .common import labels
+    """Yield (name, model, tokenizer) of the common options' models, each loaded when its turn comes."""
+    from .api import load_models
 
-    device = pick_device(args.device)
-    for path, name in zip(args.models, labels(args.models)):
-        loaded = load(path, device, args.dtype, args.tokenizer)
-        for note in loaded.notes:
-            print(f"ratlm: {note}", file=sys.stderr)
-        yield name, loaded.model, loaded.tokenizer
+    return load_models(args.models, args.device, args.dtype, args.tokenizer)
 
 
-def _config(path):
-    from transformers import AutoConfig
-
-    from .. import models  # noqa: F401  (registers the Auto classes)
-
-    if not os.path.exists(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path} has no config.json; give a directory written by save_pretrained")
-    return AutoConfig.from_pretrained(path)
-
-
-def _check_positive(**kw):
-    for k, v in kw.items():
-        if v is not None and v < 1:
-            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {v}")
+def _common(args):
+    return {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype, "tokenizer": args.tokenizer,
+            "out": args.out}
 
 
 def _run_ppl(args):
-    from .common import read_documents, table, write_json
-    from .ppl import perplexity
+    from . import api
 
-    _check_positive(context=args.context, stride=args.stride, batch_size=args.batch_size, max_tokens=args.max_tokens)
-    docs = read_documents(args.data, args.text_field)
-    rows = []
-    for name, model, tok in _models(args):
-        context = args.context or model.config.train_length
-        r = perplexity(model, tok, docs, context, args.stride, args.batch_size, args.bos, args.max_tokens,
-                       progress=_progress())
-        rows.append({"name": name, **r})
-    print(table(["model", "context", "stride", "tokens", "loss", "ppl", "bits/byte"],
-                [[r["name"], r["context"], r["stride"], r["tokens"], r["nll"], r["ppl"], r["bits_per_byte"]]
-                 for r in rows]))
-    path = write_json(os.path.join(args.out, "ppl.json"), {"data": args.data, "results": rows})
-    print(f"wrote {path}")
+    api.ppl(args.models, args.data, text_field=args.text_field, context=args.context, stride=args.stride,
+            max_tokens=args.max_tokens, bos=args.bos, **_common(args))
 
 
 def _run_length(args):
-    from .common import read_documents, table, write_json
-    from .length import buckets, mean_upto, plot, position_losses
+    from . import api
 
-    _check_positive(train_length=args.train_length, bucket=args.bucket, windows=args.windows,
-                    batch_size=args.batch_size)
-    if not args.factors or min(args.factors) < 1:
-        raise UserError("--factors must be positive integers, e.g. 1,2,4")
-    docs = read_documents(args.data, args.text_field)
-    train_length = args.train_length or max(_config(p).train_length for p in args.models)
-    length = max(args.factors) * train_length
-    width = args.bucket or max(train_length // 4, 1)
-    results = []
-    for name, model, tok in _models(args):
-        losses, n = position_losses(model, tok, docs, length, args.windows, args.batch_size, _progress())
-        results.append({"name": name, "train_length": model.config.train_length,
-                        "position_encoding": getattr(model.config, "position_encoding", None),
-                        "windows": n, "eval_lengths": [f * train_length for f in args.factors],
-                        "mean_loss": [mean_upto(losses, f * train_length) for f in args.factors],
-                        "buckets": buckets(losses, width), "position_loss": losses})
-    print(f"# mean loss (nats/token) over sequences of each length; training length {train_length}")
-    print(table(["model", "train len", "windows", *[f"{f}x ({f * train_length})" for f in args.factors]],
-                [[r["name"], r["train_length"], r["windows"], *r["mean_loss"]] for r in results]))
-    print("\n# loss by position")
-    print(table(["positions", *[r["name"] for r in results]],
-                [[f"{a}-{b}", *[r["buckets"][k][2] for r in results]]
-                 for k, (a, b, _) in enumerate(results[0]["buckets"])]))
-    os.makedirs(args.out, exist_ok=True)
-    path = write_json(os.path.join(args.out, "length.json"),
-                      {"data": args.data, "train_length": train_length, "factors": args.factors,
-                       "bucket": width, "results": results})
-    png = os.path.join(args.out, "length.png")
-    plot(results, png, train_length)
-    print(f"wrote {path} and {png}")
+    api.length(args.models, args.data, text_field=args.text_field, factors=args.factors,
+               train_length=args.train_length, bucket=args.bucket, windows=args.windows, **_common(args))
 
 
 def _options(items):
@@ -197,49 +133,23 @@ def _options(items):
 
 
 def _run_retrieval(args):
-    from .common import table, write_json
-    from .retrieval import evaluate, heatmap, mean_accuracy
+    from . import api
 
-    _check_positive(examples=args.examples, batch_size=args.batch_size)
-    options = _options(args.option)
-    if any(not 0 <= d <= 1 for d in args.depths):
-        raise UserError("--depths must be between 0 and 1")
-    results = []
-    for name, model, tok in _models(args):
-        lengths = args.lengths or [f * model.config.train_length for f in (1, 2, 4)]
-        bos = tok.bos_token_id if args.bos else None
-        if args.bos and bos is None:
-            raise UserError("the tokenizer has no BOS token; leave out --bos")
-        r = evaluate(model, tok, args.task, lengths, args.depths, args.examples, args.seed, options,
-                     args.batch_size, bos, _progress())
-        results.append({"name": name, **r})
-        args.lengths = lengths  # the same grid for every model
-    opts = ", ".join(f"{k}={v}" for k, v in options.items())
-    print(f"# {args.task}{' (' + opts + ')' if opts else ''}: answer accuracy by length (mean over depths)")
-    print(table(["length", *[r["name"] for r in results]],
-                [[L, *[mean_accuracy(r, i) for r in results]] for i, L in enumerate(args.lengths)]))
-    for r in results:
-        print(f"\n# {r['name']}: accuracy by length (rows) and depth (columns); exact = all answers of an example")
-        print(table(["length", *[f"{d:g}" for d in r["depths"]], "exact", "tokens"],
-                    [[L, *r["accuracy"][i], r["exact"][i], round(r["mean_tokens"][i])]
-                     for i, L in enumerate(r["lengths"])]))
-    os.makedirs(args.out, exist_ok=True)
-    path = write_json(os.path.join(args.out, f"retrieval_{args.task}.json"), {"results": results})
-    png = os.path.join(args.out, f"retrieval_{args.task}.png")
-    heatmap(results, png, f"ratlm eval retrieval: {args.task}{' (' + opts + ')' if opts else ''}")
-    print(f"wrote {path} and {png}")
+    api.retrieval(args.models, args.task, lengths=args.lengths, depths=args.depths, examples=args.examples,
+                  seed=args.seed, options=_options(args.option), bos=args.bos, **_common(args))
 
 
 def _run_lm_eval(args):
     from ..runtime import pick_device
+    from .api import check_positive
     from .common import labels, table, write_json
     from .harness import _require, run
 
     try:
         _require()
     except ImportError as e:
-        raise UserError(str(e))
-    _check_positive(batch_size=args.batch_size, max_length=args.max_length)
+        raise UserError(str(e)) from None
+    check_positive(batch_size=args.batch_size, max_length=args.max_length)
     device = pick_device(args.device)
     results, rows = {}, {}
     for path, name in zip(args.models, labels(args.models)):
@@ -251,6 +161,7 @@ def _run_lm_eval(args):
             for metric, value in metrics.items():
                 rows.setdefault((task, metric), {})[name] = value
     names = list(results)
-    print(table(["task", "metric", *names], [[t, m, *[v.get(n) for n in names]] for (t, m), v in rows.items() if m != "sample_len"]))
+    print(table(["task", "metric", *names],
+                [[t, m, *[v.get(n) for n in names]] for (t, m), v in rows.items() if m != "sample_len"]))
     out = write_json(os.path.join(args.out, "lm_eval.json"), {"tasks": args.tasks, "results": results})
     print(f"wrote {out}")

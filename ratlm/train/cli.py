@@ -86,13 +86,12 @@ def _run_train(args):
             print(f"{name:22s} {desc}")
         return
     overrides = {o.name: getattr(args, o.name) for o in rc.OPTIONS if getattr(args, o.name) is not None}
-    recipe = rc.load(args.recipe or rc.DEFAULT_RECIPE, overrides)
     if args.print_recipe:
-        print(rc.to_yaml(recipe), end="")
+        print(rc.to_yaml(rc.load(args.recipe or rc.DEFAULT_RECIPE, overrides)), end="")
         return
-    from .loop import train
+    from .api import run
 
-    train(recipe, explicit=set(overrides) - {"resume", "out", "name"})
+    run(args.recipe, **overrides)
 
 
 def _run_prepare(args):
