@@ -1,8 +1,10 @@
 """`ratlm reproduce`: the paper's findings at small scale, in one command, written up in RESULTS.md.
 
-It runs the public commands only (`ratlm train`, `ratlm eval ppl|length|retrieval`, `ratlm bench
-layer|generate`), in this process, one after the other, each with its output in WORK/logs/ID.log, and
-records every command line so that each step can be rerun by hand. Then it gathers the JSON files the
+Each step is a public command (`ratlm train`, `ratlm eval ppl|length|retrieval`, `ratlm bench
+layer|generate`): it runs in this process through the command's Python function (ratlm.train.api.run,
+ratlm.eval.api.*, ratlm.bench.api.*), one after the other, each with its output in WORK/logs/ID.log, and
+its command line is recorded so that each step can be rerun by hand (plan.Step makes both from the same
+values). Then it gathers the JSON files the
 commands wrote into OUT/results/results.json and renders OUT/RESULTS.md from that file alone: every
 number of the write-up comes from a JSON file written by the run.
 

@@ -3,10 +3,12 @@ their parameter counts equalised, the commands of each stage, and their time est
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 
 STAGES = ("lm", "lm-eval", "retrieval", "bench")
 FORMAT = "ratlm-reproduce-v1"
@@ -99,10 +101,11 @@ QUICK = dict(
     batch_size=8,
     micro_batch_size=8, lm_steps=12, eval_batches=2, heldout_chars=30_000, ppl_tokens=4096, length_windows=4,
     retrieval_steps=10, retrieval_n=400, retrieval_examples=4, retrieval_train_length=48, retrieval_per_row=2,
-    retrieval_eval={"mqar": {"lengths": [48], "depths": [0.0, 1.0]}, "passkey": {"lengths": [160], "depths": [0.0, 1.0]},
+    retrieval_eval={"mqar": {"lengths": [48], "depths": [0.0, 1.0]},
+                    "passkey": {"lengths": [160], "depths": [0.0, 1.0]},
                     "niah": {"lengths": [160], "depths": [0.0, 1.0]}},
-    bench_layer=dict(lengths=[64, 128], modes=["train", "prefill", "decode"], mixers=["attention", "swa", "rnn", "rat16"],
-                     repeats=1, warmup=0, hidden=64, heads=2, window=32),
+    bench_layer=dict(lengths=[64, 128], modes=["train", "prefill", "decode"],
+                     mixers=["attention", "swa", "rnn", "rat16"], repeats=1, warmup=0, hidden=64, heads=2, window=32),
     bench_generate=dict(size="tiny", prompt_len=64, batch=2, new_tokens=4, repeats=1, warmup=0),
 )
 
@@ -186,10 +189,14 @@ def equalise(names, s):
 
 @dataclasses.dataclass
 class Step:
+    """One step of the plan: the `ratlm` command a user can rerun (argv, recorded in the write-up) and
+    the same step as a Python call (call(), which the run executes); `command` and `call` are made
+    from the same values (see _command)."""
     id: str
     stage: str
     title: str
     argv: list
+    call: Callable[[], object]
     estimate_s: float
     after: object = None     # called after success (e.g. linking the model folder)
     shell: list = dataclasses.field(default_factory=list)  # extra shell lines recorded after the command
@@ -201,6 +208,38 @@ class Step:
 
 def _fmt_num(x):
     return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _flags(options, short=None):
+    """Command-line options of keyword arguments: name -> --name (or short[name]), lists comma-separated,
+    a dict one `-o key=value` per item; None is left out."""
+    out = []
+    for k, v in options.items():
+        flag = (short or {}).get(k, "--" + k.replace("_", "-"))
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            out += [x for key, value in v.items() for x in (flag, f"{key}={value}")]
+        elif isinstance(v, (list, tuple)):
+            out += [flag, ",".join(_fmt_num(x) for x in v)]
+        else:
+            out += [flag, _fmt_num(v)]
+    return out
+
+
+def _command(words, func, options, models=None, short=None):
+    """(argv, call) of one step: `ratlm WORDS [MODELS] --OPTION VALUE ...` and func([models], **options)."""
+    argv = [*words, *(models or []), *_flags(options, short)]
+    args = (list(models),) if models is not None else ()
+    return argv, functools.partial(func, *args, **{k: v for k, v in options.items() if v is not None})
+
+
+def _train(options):
+    """A `ratlm train` step: recipe keys -> values as the command line shows them (text), which
+    ratlm.train.api.run reads exactly as the command does."""
+    from ..train import api
+
+    return _command(["train"], api.run, {k: v if v is None else _fmt_num(v) for k, v in options.items()})
 
 
 def lm_run_name(name, seed, s):
@@ -215,111 +254,105 @@ def lm_runs(s):
     return runs
 
 
-def size_args(s):
-    return ["--hidden-size", str(s.hidden_size), "--num-hidden-layers", str(s.num_hidden_layers),
-            "--num-attention-heads", str(s.num_attention_heads)]
-
-
-def shape_args(v, s):
-    """The size and mixer options of variant v (only those that apply to it)."""
-    args = size_args(s)
+def shape_options(v, s):
+    """The size and mixer recipe keys of variant v (only those that apply to it)."""
+    opts = {"hidden_size": s.hidden_size, "num_hidden_layers": s.num_hidden_layers,
+            "num_attention_heads": s.num_attention_heads}
     if v.chunk_size:
-        args += ["--qk-groups", str(s.qk_groups), "--chunk-size", str(v.chunk_size)]
+        opts |= {"qk_groups": s.qk_groups, "chunk_size": v.chunk_size}
     if "swa" in v.model:
-        args += ["--sliding-window", str(s.sliding_window)]
-    return args
+        opts["sliding_window"] = s.sliding_window
+    return opts
+
+
+def _link_line(target, link, models):
+    return f"ln -sfn {shlex.quote(os.path.relpath(target, models))} {shlex.quote(link)}"
 
 
 def plan(s, work, out, widths, timing, device="cpu", threads=None):
     """The steps of a run, in order, with their time estimates (seconds)."""
+    from ..bench import api as bench
+    from ..eval import api as evaluate
+
     steps = []
-    thr = ["--threads", str(threads)] if threads else []
-    dev = ["--device", device]
+    run_opts = {"device": device, "threads": threads or None}
     res = os.path.join(out, "results")
     models = os.path.join(work, "models")
-    log_every = str(max(1, s.lm_steps // 20))
     # language modelling
     for run, name, seed in lm_runs(s):
         v = VARIANTS[name]
-        argv = ["train", "--recipe", v.recipe, "--model", v.model, *shape_args(v, s)]
-        argv += ["--intermediate-size", str(widths[name][0]), "--position-encoding", v.position_encoding,
-                 "--data", "stdlib", "--tokenizer", "byte", "--seq-len", str(s.seq_len),
-                 "--batch-size", str(s.batch_size), "--micro-batch-size", str(s.micro_batch_size),
-                 "--max-steps", str(s.lm_steps), "--lr", _fmt_num(s.lr), "--seed", str(seed),
-                 "--eval-every", "0", "--eval-batches", str(s.eval_batches), "--save-every", "0",
-                 "--log-every", log_every, "--progress", "false", *dev, *thr,
-                 "--out", os.path.join(work, "lm", run)]
+        rdir = os.path.join(work, "lm", run)
+        argv, call = _train({
+            "recipe": v.recipe, "model": v.model, **shape_options(v, s), "intermediate_size": widths[name][0],
+            "position_encoding": v.position_encoding, "data": "stdlib", "tokenizer": "byte", "seq_len": s.seq_len,
+            "batch_size": s.batch_size, "micro_batch_size": s.micro_batch_size, "max_steps": s.lm_steps,
+            "lr": s.lr, "seed": seed, "eval_every": 0, "eval_batches": s.eval_batches, "save_every": 0,
+            "log_every": max(1, s.lm_steps // 20), "progress": "false", **run_opts, "out": rdir})
         link = os.path.join(models, run)
-        steps.append(Step(f"lm-{run}", "lm", f"train {run}", argv,
+        steps.append(Step(f"lm-{run}", "lm", f"train {run}", argv, call,
                           timing["overhead"] + s.lm_steps * timing["step"].get(name, timing["step_default"]),
-                          after=_linker(os.path.join(work, "lm", run, "model"), link),
-                          shell=[f"ln -sfn {shlex.quote(os.path.relpath(os.path.join(work, 'lm', run, 'model'), models))} "
-                                 f"{shlex.quote(link)}"]))
+                          after=_linker(os.path.join(rdir, "model"), link),
+                          shell=[_link_line(os.path.join(rdir, "model"), link, models)]))
     lm_models = [os.path.join(models, run) for run, _, _ in lm_runs(s)]
     heldout = os.path.join(work, "heldout.jsonl")
     fwd = timing["forward_tok_s"]
     n_lm = len(lm_models)
     ev = 1.0  # seconds per evaluation command besides the forward passes
-    steps.append(Step("lm-eval-ppl", "lm-eval", "held-out perplexity",
-                      ["eval", "ppl", *lm_models, "--data", heldout, "--context", str(s.seq_len),
-                       "--max-tokens", str(s.ppl_tokens), "--batch-size", "8", *dev, "--out", os.path.join(res, "ppl")],
+    argv, call = _command(["eval", "ppl"], evaluate.ppl, {
+        "data": heldout, "context": s.seq_len, "max_tokens": s.ppl_tokens, "batch_size": 8, "device": device,
+        "out": os.path.join(res, "ppl")}, models=lm_models)
+    steps.append(Step("lm-eval-ppl", "lm-eval", "held-out perplexity", argv, call,
                       ev + n_lm * s.ppl_tokens / fwd))
     longest = max(s.length_factors) * s.seq_len
-    steps.append(Step("lm-eval-length", "lm-eval", "length generalisation",
-                      ["eval", "length", *lm_models, "--data", heldout,
-                       "--factors", ",".join(map(str, s.length_factors)), "--windows", str(s.length_windows),
-                       "--batch-size", "4", *dev, "--out", os.path.join(res, "length")],
+    argv, call = _command(["eval", "length"], evaluate.length, {
+        "data": heldout, "factors": list(s.length_factors), "windows": s.length_windows, "batch_size": 4,
+        "device": device, "out": os.path.join(res, "length")}, models=lm_models)
+    steps.append(Step("lm-eval-length", "lm-eval", "length generalisation", argv, call,
                       ev + n_lm * s.length_windows * longest * (1 + longest / 2048) / fwd))
     # retrieval
     task = s.retrieval_task
-    opts = "".join(f",{k}={v}" for k, v in s.retrieval_options.items())
+    opts = ",".join(f"{k}={v}" for k, v in s.retrieval_options.items())
     tuned = []
     for name in s.retrieval_variants:
         run = f"{task}-{name}"
         rdir = os.path.join(work, "retrieval", run)
-        argv = ["train", "--init-from", os.path.join(models, name), "--data", f"synthetic:{task}",
-                "--data-options", f"n={s.retrieval_n},length={s.retrieval_train_length}{opts}",
-                "--seq-len", str(s.retrieval_per_row * (s.retrieval_train_length + 1)),
-                "--batch-size", str(s.batch_size), "--micro-batch-size", str(s.micro_batch_size),
-                "--max-steps", str(s.retrieval_steps),
-                "--lr", _fmt_num(s.retrieval_lr), "--min-lr", _fmt_num(s.retrieval_lr / 10),
-                "--seed", str(s.seed), "--eval-every", "0", "--eval-batches", str(s.eval_batches),
-                "--save-every", "0", "--log-every", str(max(1, s.retrieval_steps // 10)), "--progress", "false",
-                *dev, *thr, "--out", rdir]
+        argv, call = _train({
+            "init_from": os.path.join(models, name), "data": f"synthetic:{task}",
+            "data_options": f"n={s.retrieval_n},length={s.retrieval_train_length}" + (f",{opts}" if opts else ""),
+            "seq_len": s.retrieval_per_row * (s.retrieval_train_length + 1), "batch_size": s.batch_size,
+            "micro_batch_size": s.micro_batch_size, "max_steps": s.retrieval_steps, "lr": s.retrieval_lr,
+            "min_lr": s.retrieval_lr / 10, "seed": s.seed, "eval_every": 0, "eval_batches": s.eval_batches,
+            "save_every": 0, "log_every": max(1, s.retrieval_steps // 10), "progress": "false", **run_opts,
+            "out": rdir})
         link = os.path.join(models, run)
-        steps.append(Step(f"retrieval-{run}", "retrieval", f"fine-tune {name} on {task}", argv,
+        steps.append(Step(f"retrieval-{run}", "retrieval", f"fine-tune {name} on {task}", argv, call,
                           timing["overhead"] + s.retrieval_n / REFERENCE["sft_records_per_s"]
                           + s.retrieval_steps * timing["step"].get(name, timing["step_default"]),
                           after=_linker(os.path.join(rdir, "model"), link),
-                          shell=[f"ln -sfn {shlex.quote(os.path.relpath(os.path.join(rdir, 'model'), models))} "
-                                 f"{shlex.quote(link)}"]))
+                          shell=[_link_line(os.path.join(rdir, "model"), link, models)]))
         tuned.append(link)
     for etask, grid in s.retrieval_eval.items():
         lengths, depths = grid["lengths"], grid["depths"]
         n_cells = len(lengths) * (len(depths) if etask != "mqar" else 1)
         tokens = n_cells * s.retrieval_examples * sum(lengths) / len(lengths)
-        eopts = [x for k, v in s.retrieval_options.items() for x in ("-o", f"{k}={v}")] if etask == task else []
-        steps.append(Step(f"retrieval-eval-{etask}", "retrieval", f"{etask} accuracy of the {task} models",
-                          ["eval", "retrieval", *tuned, "--task", etask, *eopts,
-                           "--lengths", ",".join(map(str, lengths)),
-                           "--depths", ",".join(_fmt_num(float(d)) for d in depths),
-                           "-n", str(s.retrieval_examples), "--seed", str(s.seed), *dev,
-                           "--out", os.path.join(res, "retrieval")],
-                          ev + len(tuned) * tokens / fwd * 2))
+        argv, call = _command(["eval", "retrieval"], evaluate.retrieval, {
+            "task": etask, "options": dict(s.retrieval_options) if etask == task else None,
+            "lengths": list(lengths), "depths": [float(d) for d in depths], "examples": s.retrieval_examples,
+            "seed": s.seed, "device": device, "out": os.path.join(res, "retrieval")},
+            models=tuned, short={"options": "-o", "examples": "-n"})
+        steps.append(Step(f"retrieval-eval-{etask}", "retrieval", f"{etask} accuracy of the {task} models", argv,
+                          call, ev + len(tuned) * tokens / fwd * 2))
     # benchmarks
     bl, bg = s.bench_layer, s.bench_generate
-    argv = ["bench", "layer", "--mixers", ",".join(bl["mixers"]), "--lengths", ",".join(map(str, bl["lengths"])),
-            "--modes", ",".join(bl["modes"])]
-    for k in ("hidden", "heads", "window"):
-        if k in bl:
-            argv += [f"--{k}", str(bl[k])]
-    argv += ["--warmup", str(bl["warmup"]), "--repeats", str(bl["repeats"]), *dev, *thr,
-             "--out", os.path.join(res, "bench")]
-    steps.append(Step("bench-layer", "bench", "layer latency", argv, timing["bench_layer"]))
-    argv = ["bench", "generate", "--size", bg["size"], "--prompt-len", str(bg["prompt_len"]), "--batch", str(bg["batch"]),
-            "--new-tokens", str(bg["new_tokens"]), "--warmup", str(bg["warmup"]), "--repeats", str(bg["repeats"]),
-            *dev, *thr, "--out", os.path.join(res, "bench")]
-    steps.append(Step("bench-generate", "bench", "generation throughput", argv, timing["bench_generate"]))
+    argv, call = _command(["bench", "layer"], bench.layer, {
+        "mixers": list(bl["mixers"]), "lengths": list(bl["lengths"]), "modes": list(bl["modes"]),
+        **{k: bl[k] for k in ("hidden", "heads", "window") if k in bl}, "warmup": bl["warmup"],
+        "repeats": bl["repeats"], **run_opts, "out": os.path.join(res, "bench")})
+    steps.append(Step("bench-layer", "bench", "layer latency", argv, call, timing["bench_layer"]))
+    argv, call = _command(["bench", "generate"], bench.generate, {
+        "size": bg["size"], "prompt_len": bg["prompt_len"], "batch": bg["batch"], "new_tokens": bg["new_tokens"],
+        "warmup": bg["warmup"], "repeats": bg["repeats"], **run_opts, "out": os.path.join(res, "bench")})
+    steps.append(Step("bench-generate", "bench", "generation throughput", argv, call, timing["bench_generate"]))
     return steps
 
 

@@ -1,4 +1,4 @@
-"""Running the plan: each `ratlm` command in this process with its log, the held-out file, results.json
+"""Running the plan: each step's Python call in this process with its log, the held-out file, results.json
 gathered from the files the commands wrote, and the `ratlm reproduce` command itself."""
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import shlex
 import shutil
 import sys
 import time
+import traceback
 
 from ..errors import UserError
 from .claims import change_pct, claims
 from .plan import (
     FORMAT,
+    FULL,
     PAPER,
+    QUICK,
     VARIANTS,
     calibrate,
     equalise,
@@ -57,28 +60,22 @@ def _hms(seconds):
 
 
 def run_step(step, logdir, verbose=False):
-    """Run one `ratlm` command in this process, its output into logdir/ID.log. Returns seconds taken."""
-    from .. import cli
-
+    """Run one step through its Python call, its output (and, on failure, the traceback) into
+    logdir/ID.log, headed by the equivalent command. Returns the seconds taken."""
     os.makedirs(logdir, exist_ok=True)
     path = os.path.join(logdir, f"{step.id}.log")
-    argv0 = sys.argv
     t0 = time.time()
     with open(path, "w") as log:
         log.write(f"$ {step.command}\n")
         log.flush()
         stream = _Tee(log, sys.__stderr__) if verbose else log
-        sys.argv = ["ratlm", *step.argv]
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
-                rc = cli.main(step.argv)
-        finally:
-            sys.argv = argv0
+                step.call()
+        except Exception as e:
+            traceback.print_exc(file=log)
+            raise UserError(f"step {step.id} failed ({type(e).__name__}: {e}); its log is {path}") from e
     seconds = time.time() - t0
-    if rc != 0:
-        with open(path) as f:
-            tail = "".join(f.readlines()[-5:]).strip()
-        raise UserError(f"step {step.id} failed (exit {rc}); its log is {path}:\n{tail}")
     if step.after:
         step.after()
     return seconds
@@ -166,7 +163,8 @@ def gather(s, steps, work, out, widths, target, heldout, calibration, meta):
     for (run, _, _), r in zip(lm_runs(s), length["results"]):
         mean = dict(zip(length["factors"], r["mean_loss"]))
         lm[run]["length_loss"] = {str(f): mean[f] for f in length["factors"]}
-        lm[run]["length_rise_pct"] = {str(f): change_pct(mean[f], mean[length["factors"][0]]) for f in length["factors"]}
+        first = mean[length["factors"][0]]
+        lm[run]["length_rise_pct"] = {str(f): change_pct(mean[f], first) for f in length["factors"]}
     for r in lm.values():
         for base in ("attention", "rat16"):
             r[f"heldout_ppl_vs_{base}_pct"] = change_pct(r.get("heldout_ppl"), lm.get(base, {}).get("heldout_ppl"))
@@ -282,8 +280,10 @@ def register(sub):
                                                           "(the write-up records the change)")
     p.add_argument("--device", default="cpu", help="device of every step (default cpu: the published results "
                                                    "are CPU results)")
-    p.add_argument("--threads", type=int, help="torch CPU threads for training and benchmarks (default: torch's choice)")
-    p.add_argument("--lm-steps", type=int, help="training steps of each language model (default: 700; quick 12)")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads for training and benchmarks (default: torch's choice)")
+    p.add_argument("--lm-steps", type=int, help=f"training steps of each language model (default: {FULL['lm_steps']}; "
+                                                f"quick {QUICK['lm_steps']})")
     p.add_argument("--retrieval-steps", type=int, help="fine-tuning steps of each retrieval model")
     p.add_argument("--seed", type=int, help="seed of every run (default 0)")
     p.add_argument("--no-calibration", action="store_true", help="estimate times from the reference machine "
