@@ -1,46 +1,163 @@
-"""The benchmark commands as Python functions: `ratlm bench layer|generate` with keyword arguments named
-as their options (`--qk-groups` -> qk_groups, `--prompt-len` -> prompt_len) and typed as the command
-line parses them (lists for --mixers/--lengths/--modes); options left out take the command's defaults.
-Each prints the command's table, writes its JSON and PNG under `out` and returns the JSON's contents.
-
-They run the command's own code (ratlm/bench/cli.py) on an argument namespace made of the command's
-defaults and the keywords, so a call and the command line cannot differ. The JSON's meta.command is
-still taken from sys.argv there (the process's command line)."""
+"""The benchmark commands as Python functions: `ratlm bench layer|generate` are `layer(...)` and
+`generate(...)` with the keyword arguments taken from the command line (the same names, `--qk-groups` ->
+qk_groups). Each prints the command's table, writes its JSON and PNG under `out` and returns the JSON's
+contents. Bad arguments raise ratlm.errors.UserError. `command` is what the JSON records as the command
+line that made it (default: this process's)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from typing import Any
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from ..errors import UserError
+
+MODES = ("train", "prefill", "decode")
 
 
-def layer(**options: Any) -> dict:
-    """`ratlm bench layer`: train / prefill / decode latency of each mixer (OUT/bench_layer.json)."""
-    return _run("layer", "bench_layer.json", options)
+def _setup(device, threads, warmup, repeats):
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from ..runtime import pick_device
+
+    device = str(pick_device(device))
+    if repeats < 1 or warmup < 0:
+        raise UserError("--repeats must be >= 1 and --warmup >= 0")
+    return device
 
 
-def generate(**options: Any) -> dict:
-    """`ratlm bench generate`: whole-model generation throughput (OUT/bench_generate.json)."""
-    return _run("generate", "bench_generate.json", options)
+def _progress():
+    from tqdm import tqdm
+
+    return lambda **kw: tqdm(**kw, file=sys.stderr)
 
 
-def _namespace(command: str, options: dict) -> argparse.Namespace:
-    from . import cli
+def _meta(device, warmup, repeats, command, **extra):
+    import torch
 
-    parser = argparse.ArgumentParser(prog="ratlm")
-    cli.register(parser.add_subparsers())
-    args = parser.parse_args(["bench", command])  # the defaults of every option
-    known = set(vars(args)) - {"func", "bench_cmd"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(f"bench {command}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    for k, v in options.items():
-        setattr(args, k, v)
-    return args
+    from .layer import device_name
+    from .system import cpu_info
+
+    return {"device": device, "device_name": device_name(device), "cpu": cpu_info(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats,
+            "command": command or "ratlm " + " ".join(sys.argv[1:]), **extra}
 
 
-def _run(command: str, filename: str, options: dict) -> dict:
-    args = _namespace(command, options)
-    args.func(args)
-    with open(os.path.join(args.out, filename)) as f:
-        return json.load(f)
+def _save(out, name, results, meta, plot):
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}.json")
+    data = {"meta": meta, "results": [asdict(r) for r in results]}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    png = os.path.join(out, f"{name}.png")
+    plot(results, png, meta)
+    print(f"wrote {path} and {png}")
+    return data
+
+
+def default_cache_memory(device: str) -> int:
+    """Half the memory available now: free CUDA memory, or MemAvailable on a Linux CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0] // 2
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    raise UserError("cannot tell how much memory is available here; give --cache-memory BYTES (e.g. 4GiB)")
+
+
+def layer(*, preset: str | None = None, mixers: Sequence[str] | None = None, lengths: Sequence[int] | None = None,
+          modes: Sequence[str] = MODES, hidden: int | None = None, heads: int | None = None, batch: int | None = None,
+          token_budget: int | None = None, window: int = 1024, qk_groups: int = 2, compile: bool = False,
+          dtype: str | None = None, device: str | None = None, warmup: int = 1, repeats: int = 3,
+          threads: int | None = None, out: str = "runs/bench", command: str | None = None) -> dict:
+    """`ratlm bench layer`: train (fwd+bwd), prefill and decode-step latency of each mixer, with ratios
+    against attention; writes OUT/bench_layer.json and .png. Unset sizes come from the preset (cpu, or
+    paper on CUDA)."""
+    from . import layer as bl
+
+    device = _setup(device, threads, warmup, repeats)
+    preset = dict(bl.PRESETS[preset or ("paper" if device.startswith("cuda") else "cpu")])
+    given = {"mixers": mixers, "lengths": lengths, "hidden": hidden, "heads": heads, "batch": batch,
+             "token_budget": token_budget, "dtype": dtype}
+    opts = {k: v if v is not None else preset.get(k) for k, v in given.items()}
+    if batch is not None:
+        opts["token_budget"] = token_budget
+    modes = list(modes)
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise UserError(f"unknown mode(s) {', '.join(bad)}: use train, prefill, decode")
+    for m in opts["mixers"]:
+        bl.parse_mixer(m, window)
+    if opts["hidden"] % opts["heads"]:
+        raise UserError(f"--hidden {opts['hidden']} is not divisible by --heads {opts['heads']}")
+    if any(n < 1 for n in opts["lengths"]):
+        raise UserError("--lengths must be positive")
+    if "attention" not in opts["mixers"]:
+        opts["mixers"] = ["attention", *opts["mixers"]]  # ratios need it
+    results = bl.run(mixers=opts["mixers"], lengths=opts["lengths"], modes=modes, hidden=opts["hidden"],
+                     heads=opts["heads"], batch=opts["batch"] or 1, token_budget=opts["token_budget"],
+                     window=window, qk_groups=qk_groups, dtype=opts["dtype"], device=device,
+                     warmup=warmup, repeats=repeats, compile=compile, progress=_progress())
+    meta = _meta(device, warmup, repeats, command, hidden=opts["hidden"], heads=opts["heads"], dtype=opts["dtype"],
+                 window=window, qk_groups=qk_groups, compile=bool(compile))
+    print(f"# {meta['device_name']}, torch {meta['torch']}, D={meta['hidden']}, {meta['heads']} heads, {meta['dtype']}"
+          + (", compiled" if compile else ""))
+    print(bl.table(results))
+    for r in results:
+        if r.ideal_ratio and r.length >= 1024:  # at short lengths fixed costs dominate
+            print(f"{r.mixer} {r.mode} at {r.length}: measured/ideal {r.ratio_vs_attention:.2f}x / "
+                  f"{r.ideal_ratio:.2f}x ({100 * r.of_ideal:.0f}%)")
+    return _save(out, "bench_layer", results, meta, bl.plot)
+
+
+def generate(*, variants: Sequence[str] | None = None, size: str | None = None, prompt_len: int = 4096,
+             new_tokens: int = 64, batch: int = 8, max_batch: bool = False, cache_memory: int | None = None,
+             batch_limit: int = 4096, dtype: str | None = None, device: str | None = None, warmup: int = 1,
+             repeats: int = 3, threads: int | None = None, out: str = "runs/bench",
+             command: str | None = None) -> dict:
+    """`ratlm bench generate`: prefill a random prompt and decode greedily with each model variant;
+    tokens/s, time to first token, cache size and ratios against attention in OUT/bench_generate.json
+    and .png. cache_memory: the decode-state budget in bytes of max_batch (default half the memory
+    available now)."""
+    from ..models.presets import preset_kwargs
+    from . import generate as bg
+
+    device = _setup(device, threads, warmup, repeats)
+    size = size or ("xl" if device.startswith("cuda") else "small")
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    variants = list(variants or bg.VARIANTS)
+    for v in variants:
+        preset_kwargs(f"{v}-{size}")  # one clear line for an unknown variant
+    if min(prompt_len, new_tokens, batch) < 1:
+        raise UserError("--prompt-len, --new-tokens and --batch must be >= 1")
+    if batch_limit < 1:
+        raise UserError("--batch-limit must be >= 1")
+    if "attention" not in variants:
+        variants = ["attention", *variants]
+    budget = None
+    if max_batch:
+        budget = cache_memory or default_cache_memory(device)
+    elif cache_memory:
+        raise UserError("--cache-memory only applies with --max-batch")
+    try:
+        results = bg.run(variants, size, prompt_len, new_tokens, batch, max_batch, batch_limit, device, dtype,
+                         warmup, repeats, progress=_progress(), cache_memory=budget)
+    except ValueError as e:
+        if "decode state" not in str(e):
+            raise
+        raise UserError(str(e)) from None
+    meta = _meta(device, warmup, repeats, command, size=size, dtype=dtype, prompt_len=prompt_len,
+                 new_tokens=new_tokens, max_batch=bool(max_batch), cache_memory=budget, batch_limit=batch_limit)
+    print(f"# {meta['device_name']}, torch {meta['torch']}, {size} models, {dtype}"
+          + (f", max batch for {budget / 2**30:.2f} GiB of decode state (TTFT: one row)" if budget else ""))
+    print(bg.table(results))
+    return _save(out, "bench_generate", results, meta, bg.plot)

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-from dataclasses import asdict
 
 from ..cli import csv_list
 from ..errors import UserError
@@ -77,22 +73,6 @@ def parse_bytes(text):
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-def _default_cache_memory(device):
-    """Half the memory available now: free CUDA memory, or MemAvailable on a Linux CPU."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.mem_get_info(torch.device(device))[0] // 2
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    raise UserError("cannot tell how much memory is available here; give --cache-memory BYTES (e.g. 4GiB)")
-
-
 def _common(p):
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: float32 on CPU, bfloat16 on CUDA")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
@@ -102,115 +82,23 @@ def _common(p):
     p.add_argument("--out", default="runs/bench", help="folder for the JSON and PNG (default runs/bench)")
 
 
-def _setup(args):
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from ..runtime import pick_device
-
-    device = str(pick_device(args.device))
-    if args.repeats < 1 or args.warmup < 0:
-        raise UserError("--repeats must be >= 1 and --warmup >= 0")
-    return device
+_LAYER = ("preset", "mixers", "lengths", "modes", "hidden", "heads", "batch", "token_budget", "window", "qk_groups",
+          "compile")
+_GENERATE = ("variants", "size", "prompt_len", "new_tokens", "batch", "max_batch", "cache_memory", "batch_limit")
+_COMMON = ("dtype", "device", "warmup", "repeats", "threads", "out")
 
 
-def _progress():
-    from tqdm import tqdm
-
-    return lambda **kw: tqdm(**kw, file=sys.stderr)
-
-
-def _meta(args, device, **extra):
-    import torch
-
-    from .layer import device_name
-    from .system import cpu_info
-
-    return {"device": device, "device_name": device_name(device), "cpu": cpu_info(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "warmup": args.warmup, "repeats": args.repeats,
-            "command": "ratlm " + " ".join(sys.argv[1:]), **extra}
-
-
-def _save(out, name, results, meta, plot):
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, f"{name}.json")
-    with open(path, "w") as f:
-        json.dump({"meta": meta, "results": [asdict(r) for r in results]}, f, indent=1)
-    png = os.path.join(out, f"{name}.png")
-    plot(results, png, meta)
-    print(f"wrote {path} and {png}")
+def _options(args, names):
+    return {k: getattr(args, k) for k in (*names, *_COMMON)}
 
 
 def _run_layer(args):
-    from . import layer as bl
+    from . import api
 
-    device = _setup(args)
-    preset = dict(bl.PRESETS[args.preset or ("paper" if device.startswith("cuda") else "cpu")])
-    opts = {k: getattr(args, k) if getattr(args, k) is not None else preset.get(k)
-            for k in ("mixers", "lengths", "hidden", "heads", "batch", "token_budget", "dtype")}
-    if args.batch is not None:
-        opts["token_budget"] = args.token_budget
-    bad = [m for m in args.modes if m not in ("train", "prefill", "decode")]
-    if bad:
-        raise UserError(f"unknown mode(s) {', '.join(bad)}: use train, prefill, decode")
-    for m in opts["mixers"]:
-        bl.parse_mixer(m, args.window)
-    if opts["hidden"] % opts["heads"]:
-        raise UserError(f"--hidden {opts['hidden']} is not divisible by --heads {opts['heads']}")
-    if any(n < 1 for n in opts["lengths"]):
-        raise UserError("--lengths must be positive")
-    if "attention" not in opts["mixers"]:
-        opts["mixers"] = ["attention", *opts["mixers"]]  # ratios need it
-    results = bl.run(mixers=opts["mixers"], lengths=opts["lengths"], modes=args.modes, hidden=opts["hidden"],
-                     heads=opts["heads"], batch=opts["batch"] or 1, token_budget=opts["token_budget"],
-                     window=args.window, qk_groups=args.qk_groups, dtype=opts["dtype"], device=device,
-                     warmup=args.warmup, repeats=args.repeats, compile=args.compile, progress=_progress())
-    meta = _meta(args, device, hidden=opts["hidden"], heads=opts["heads"], dtype=opts["dtype"], window=args.window,
-                 qk_groups=args.qk_groups, compile=bool(args.compile))
-    print(f"# {meta['device_name']}, torch {meta['torch']}, D={meta['hidden']}, {meta['heads']} heads, {meta['dtype']}"
-          + (", compiled" if args.compile else ""))
-    print(bl.table(results))
-    for r in results:
-        if r.ideal_ratio and r.length >= 1024:  # at short lengths fixed costs dominate
-            print(f"{r.mixer} {r.mode} at {r.length}: measured/ideal {r.ratio_vs_attention:.2f}x / "
-                  f"{r.ideal_ratio:.2f}x ({100 * r.of_ideal:.0f}%)")
-    _save(args.out, "bench_layer", results, meta, bl.plot)
+    api.layer(**_options(args, _LAYER))
 
 
 def _run_generate(args):
-    from . import generate as bg
+    from . import api
 
-    device = _setup(args)
-    size = args.size or ("xl" if device.startswith("cuda") else "small")
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    variants = args.variants or bg.VARIANTS
-    from ..models.presets import preset_kwargs
-
-    for v in variants:
-        preset_kwargs(f"{v}-{size}")  # one clear line for an unknown variant
-    if min(args.prompt_len, args.new_tokens, args.batch) < 1:
-        raise UserError("--prompt-len, --new-tokens and --batch must be >= 1")
-    if args.batch_limit < 1:
-        raise UserError("--batch-limit must be >= 1")
-    if "attention" not in variants:
-        variants = ["attention", *variants]
-    budget = None
-    if args.max_batch:
-        budget = args.cache_memory or _default_cache_memory(device)
-    elif args.cache_memory:
-        raise UserError("--cache-memory only applies with --max-batch")
-    try:
-        results = bg.run(variants, size, args.prompt_len, args.new_tokens, args.batch, args.max_batch,
-                         args.batch_limit, device, dtype, args.warmup, args.repeats, progress=_progress(),
-                         cache_memory=budget)
-    except ValueError as e:
-        if "decode state" not in str(e):
-            raise
-        raise UserError(str(e)) from None
-    meta = _meta(args, device, size=size, dtype=dtype, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                 max_batch=bool(args.max_batch), cache_memory=budget, batch_limit=args.batch_limit)
-    print(f"# {meta['device_name']}, torch {meta['torch']}, {size} models, {dtype}"
-          + (f", max batch for {budget / 2**30:.2f} GiB of decode state (TTFT: one row)" if budget else ""))
-    print(bg.table(results))
-    _save(args.out, "bench_generate", results, meta, bg.plot)
+    api.generate(**_options(args, _GENERATE))

@@ -227,11 +227,15 @@ def _flags(options, short=None):
     return out
 
 
-def _command(words, func, options, models=None, short=None):
-    """(argv, call) of one step: `ratlm WORDS [MODELS] --OPTION VALUE ...` and func([models], **options)."""
+def _command(words, func, options, models=None, short=None, record=False):
+    """(argv, call) of one step: `ratlm WORDS [MODELS] --OPTION VALUE ...` and func([models], **options)
+    (record: and command=the command line, for the functions that write it into their JSON)."""
     argv = [*words, *(models or []), *_flags(options, short)]
     args = (list(models),) if models is not None else ()
-    return argv, functools.partial(func, *args, **{k: v for k, v in options.items() if v is not None})
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    if record:
+        kwargs["command"] = "ratlm " + shlex.join(argv)
+    return argv, functools.partial(func, *args, **kwargs)
 
 
 def _train(options):
@@ -347,11 +351,12 @@ def plan(s, work, out, widths, timing, device="cpu", threads=None):
     argv, call = _command(["bench", "layer"], bench.layer, {
         "mixers": list(bl["mixers"]), "lengths": list(bl["lengths"]), "modes": list(bl["modes"]),
         **{k: bl[k] for k in ("hidden", "heads", "window") if k in bl}, "warmup": bl["warmup"],
-        "repeats": bl["repeats"], **run_opts, "out": os.path.join(res, "bench")})
+        "repeats": bl["repeats"], **run_opts, "out": os.path.join(res, "bench")}, record=True)
     steps.append(Step("bench-layer", "bench", "layer latency", argv, call, timing["bench_layer"]))
     argv, call = _command(["bench", "generate"], bench.generate, {
         "size": bg["size"], "prompt_len": bg["prompt_len"], "batch": bg["batch"], "new_tokens": bg["new_tokens"],
-        "warmup": bg["warmup"], "repeats": bg["repeats"], **run_opts, "out": os.path.join(res, "bench")})
+        "warmup": bg["warmup"], "repeats": bg["repeats"], **run_opts, "out": os.path.join(res, "bench")},
+        record=True)
     steps.append(Step("bench-generate", "bench", "generation throughput", argv, call, timing["bench_generate"]))
     return steps
 

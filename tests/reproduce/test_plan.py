@@ -3,6 +3,7 @@
 arguments the call gives it."""
 import argparse
 import functools
+import inspect
 
 import pytest
 
@@ -72,8 +73,10 @@ def _check_bench(step):
     args = cli.build_parser().parse_args(step.argv)
     call = step.call
     assert call.func is getattr(bench_api, words[1]) and not call.args
-    assert _given(_subparser(words), step.argv) == set(call.keywords)
-    for k, v in call.keywords.items():
+    options = dict(call.keywords)
+    assert options.pop("command") == step.command  # what the JSON records
+    assert _given(_subparser(words), step.argv) == set(options)
+    for k, v in options.items():
         assert getattr(args, k) == v, k
 
 
@@ -107,6 +110,18 @@ def test_a_step_runs_its_call_and_then_its_after_hook(tmp_path):
     assert done == [1] and "trained" in (tmp_path / "y.log").read_text()
 
 
-def test_bench_api_refuses_unknown_options():
-    with pytest.raises(TypeError, match="unknown option"):
-        bench_api.layer(mixer=["rat16"])
+COMMANDS = [(["eval", "ppl"], eval_api.ppl), (["eval", "length"], eval_api.length),
+            (["eval", "retrieval"], eval_api.retrieval), (["bench", "layer"], bench_api.layer),
+            (["bench", "generate"], bench_api.generate)]
+
+
+@pytest.mark.parametrize("words,func", COMMANDS, ids=lambda x: "-".join(x) if isinstance(x, list) else "")
+def test_functions_default_as_their_commands(words, func):
+    """A keyword left out of a call means what the option left off the command line means."""
+    defaults = {a.dest: a.default for a in _subparser(words)._actions}
+    defaults["options"] = defaults.pop("option", None) or None  # -o NAME=VALUE, repeatable: none is []
+    for name, param in inspect.signature(func).parameters.items():
+        if param.default is inspect.Parameter.empty or name == "command":
+            continue
+        expected = list(param.default) if isinstance(param.default, tuple) else param.default
+        assert defaults[name] == expected, name
