@@ -3,7 +3,7 @@ import random
 
 import pytest
 import torch
-from models.hf_tiny import KINDS, one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
+from models.hf_tiny import KINDS, tiny_model
 
 from ratlm.data.tokenizer import byte_tokenizer
 from ratlm.serve.engine import Engine, QueueFull
