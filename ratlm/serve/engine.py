@@ -356,7 +356,11 @@ class Engine:
                 tokens[i] = self._choose_one(r, logits32[i])
         keep = []
         for i, r in enumerate(self.rows):
-            if not self._emit(r, tokens[i], logits32[i]) and not r.cancelled:
+            if self._emit(r, tokens[i], logits32[i]):
+                continue
+            if r.cancelled:  # cancelled while this step ran
+                self._finish(r, "cancelled")
+            else:
                 keep.append(i)
         self._keep(keep)
 
@@ -436,6 +440,8 @@ class Engine:
                 req.sink(req, event)
             except Exception:  # noqa: BLE001 - a broken sink must not break the engine
                 pass
+        if self.metrics is not None:
+            self.metrics.finished(reason, req.num_prompt_tokens)
         req.done.set()
 
     # ------------------------------------------------------------------------------------ driving
