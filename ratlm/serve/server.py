@@ -3,6 +3,7 @@ finish for `grace` seconds, cancel what is left, exit cleanly)."""
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import threading
 
@@ -44,7 +45,11 @@ class GracefulServer(uvicorn.Server):
             timer = threading.Timer(self.grace, self.engine.cancel_all)
             timer.daemon = True
             timer.start()
-        super().handle_exit(sig, frame)
+        # as uvicorn's, but the signal is not re-raised on the way out: a drained server exits 0
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
 
 def run_server(app, engine, host: str = "127.0.0.1", port: int = 8000, grace: float = 10.0,
