@@ -241,7 +241,7 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, metr
                                               "param": None, "code": None}})
                         break
                     lp = logprob_fmt(event.logprobs) if params.logprobs is not None and event.logprobs else None
-                    if event.text or event.finish_reason or lp or first:
+                    if event.token_ids or event.text or event.finish_reason:  # one chunk per token
                         yield _sse(make_chunk(rid, event.text, event.finish_reason, lp, first))
                         first = False
                     if event.finish_reason is not None:
