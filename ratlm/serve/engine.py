@@ -7,8 +7,8 @@
 Each `step()`:
   1. cancelled requests leave (waiting, prefilling or running), their state freed;
   2. waiting requests are admitted in arrival order while their decode state fits: each reserves
-     the bytes its rows' state reaches at prompt + max_tokens tokens (`decode_state_bytes`), against
-     `cache_memory`, or counts against `max_running`;
+     the bytes its row's state reaches at prompt + max_tokens tokens (ratlm.models.decode_state_bytes),
+     against `cache_memory`, or counts against `max_running`;
   3. admitted requests are prefilled in chunks, at most `prefill_chunk` prompt tokens per step over
      all of them, each into its own one-row cache; a finished prefill gives the first token and the
      row joins the running batch (`RATCache.append_rows`);
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..models.state_size import decode_state_bytes
 from .sampling import SamplingParams, choose
-from .state import decode_state_bytes
 
 
 class QueueFull(Exception):
@@ -159,7 +159,7 @@ class Engine:
     # ------------------------------------------------------------------------------------ accounting
     def state_bytes(self, n_tokens: int) -> int:
         """Decode-state bytes of one row after n_tokens tokens."""
-        return decode_state_bytes(self.model, n_tokens, self.dtype)
+        return decode_state_bytes(self.model.config, n_tokens, self.dtype)
 
     def need(self, prompt_len: int, max_tokens: int) -> int:
         return self.state_bytes(prompt_len + max_tokens)

@@ -2,8 +2,8 @@
 import json
 
 import torch
-from conftest import ThreadServer
 from models.hf_tiny import tiny_model
+from serve_helpers import ThreadServer
 
 from ratlm.cli import main
 from ratlm.data.tokenizer import byte_tokenizer

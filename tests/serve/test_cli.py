@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, wait_healthy
 from models.hf_tiny import tiny_model
+from serve_helpers import free_port, wait_healthy
 
 from ratlm.cli import main
 from ratlm.data.tokenizer import byte_tokenizer

@@ -6,9 +6,9 @@ import torch
 from models.hf_tiny import KINDS, tiny_model
 
 from ratlm.data.tokenizer import byte_tokenizer
+from ratlm.models import decode_state_bytes
 from ratlm.serve.engine import Engine, QueueFull
 from ratlm.serve.sampling import SamplingParams
-from ratlm.serve.state import decode_state_bytes
 
 EOS, PAD = 258, 256
 
@@ -75,7 +75,7 @@ def test_bf16_smoke():
 
 def test_admission_by_memory_and_queue_bound():
     model, tok = tiny_model("attention"), byte_tokenizer()
-    one = decode_state_bytes(model, 10 + 6)
+    one = decode_state_bytes(model.config, 10 + 6)
     engine = Engine(model, tok, cache_memory=2 * one, max_waiting=3, max_model_len=512)
     reqs = [engine.submit([65] * 10, SamplingParams(max_tokens=6, temperature=0)) for _ in range(3)]
     with pytest.raises(QueueFull):

@@ -7,8 +7,8 @@ import httpx
 import openai
 import pytest
 import torch
-from conftest import ThreadServer
 from models.hf_tiny import tiny_model
+from serve_helpers import ThreadServer
 
 from ratlm.data.tokenizer import byte_tokenizer
 from ratlm.serve.engine import Engine

@@ -7,12 +7,12 @@ import random
 import httpx
 import openai
 import torch
-from conftest import ThreadServer
 from models.hf_tiny import tiny_model
+from serve_helpers import ThreadServer
 
 from ratlm.data.tokenizer import byte_tokenizer
+from ratlm.models import decode_state_bytes
 from ratlm.serve.engine import Engine
-from ratlm.serve.state import decode_state_bytes
 
 EOS, PAD, MAX_NEW = 258, 256, 24
 
@@ -94,7 +94,7 @@ def test_soak():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW,
                                  do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
         refs.append(out[0, ids.shape[1]:].tolist())
-    budget = 8 * decode_state_bytes(model, 60 + MAX_NEW)  # about 8 rows: the queue is used too
+    budget = 8 * decode_state_bytes(model.config, 60 + MAX_NEW)  # about 8 rows: the queue is used too
     engine = Engine(model, tok, cache_memory=budget, max_waiting=500, prefill_chunk=16, max_model_len=256)
     with ThreadServer(engine) as s:
         async def main():
