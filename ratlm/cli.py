@@ -29,9 +29,10 @@ def _command_modules():
     from .bench import cli as bench
     from .eval import cli as evaluate
     from .models import cli as models
+    from .serve import cli as serve
     from .train import cli as train
 
-    return [train, models, evaluate, bench, reproduce]
+    return [train, models, evaluate, bench, serve, reproduce]
 
 
 class Parser(argparse.ArgumentParser):

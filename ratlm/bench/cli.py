@@ -9,7 +9,7 @@ from ..errors import UserError
 
 def register(sub):
     p = sub.add_parser("bench", help="measure speed: one layer, or whole-model generation")
-    bsub = p.add_subparsers(dest="bench_cmd", metavar="{layer,generate}")
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{layer,generate,serve}")
     b = bsub.add_parser("layer",
                         help="train / prefill / decode-step latency of each mixer, with ratios against attention",
                         description="Train (fwd+bwd), prefill and one decode step for each mixer, measured in the "
@@ -53,8 +53,11 @@ def register(sub):
     g.add_argument("--batch-limit", type=int, default=4096, help="upper bound for --max-batch (default 4096)")
     _common(g)
     g.set_defaults(func=_run_generate)
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(UserError("choose what to benchmark: `ratlm bench layer` "
-                                                                      "or `ratlm bench generate`")))
+    from .serve_cli import register as register_serve
+
+    register_serve(bsub, _common)
+    p.set_defaults(func=lambda args: (_ for _ in ()).throw(UserError("choose what to benchmark: `ratlm bench layer`, "
+                                                                      "`ratlm bench generate` or `ratlm bench serve`")))
 
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,

@@ -82,6 +82,44 @@ class LayerCache:
         self.uniform = bool((self.seen == self.seen[0]).all()) if len(self.seen) else True
         self.max_seen = int(self.seen.max()) if len(self.seen) else 0
 
+    # rows joining and leaving (continuous batching) ----------------------------------------------
+    _growable = ()  # buffers that grow along dim 2 with the tokens seen (trimmed when rows leave)
+
+    def keep_rows(self, index):
+        """Keep rows `index` (a (N,) long tensor), in that order, and give back the capacity that
+        only the dropped rows needed."""
+        self.reorder(index)
+        need = self._needed_capacity()
+        for name in self._growable if self.max_length is None else ():
+            buf = getattr(self, name)
+            if buf.shape[2] > max(2 * need, 16):
+                setattr(self, name, buf[:, :, :need].clone())
+
+    def append_rows(self, other: LayerCache):
+        """Add the rows of `other` (a cache of the same kind and shape, any positions) after ours."""
+        if type(other) is not type(self):
+            raise ValueError(f"cannot append the rows of a {type(other).__name__} to a {type(self).__name__}")
+        for name in self._buffers:
+            a, b = getattr(self, name), getattr(other, name)
+            if name in self._growable and a.shape[2] != b.shape[2]:
+                cap = max(a.shape[2], b.shape[2])
+                a, b = self._grow_exact(a, cap), self._grow_exact(b, cap)
+            setattr(self, name, torch.cat([a, b.to(device=a.device, dtype=a.dtype)], 0))
+        self.seen = torch.cat([self.seen, other.seen.to(self.seen.device)])
+        self.max_seen = max(self.max_seen, other.max_seen)
+        self.uniform = bool((self.seen == self.seen[0]).all()) if len(self.seen) else True
+
+    def _needed_capacity(self):
+        return 0
+
+    @staticmethod
+    def _grow_exact(buf, cap):
+        if buf.shape[2] >= cap:
+            return buf
+        out = buf.new_zeros(*buf.shape[:2], cap, *buf.shape[3:])
+        out[:, :, : buf.shape[2]] = buf
+        return out
+
     # the per-layer protocol of transformers' Cache (so a model-level cache can hold these directly)
     is_compileable = False
     is_croppable = False
@@ -138,6 +176,7 @@ class ChunkCache(LayerCache):
     """Final (k~, v~) of every completed chunk (keys already rotated) + the running pair (float32)."""
 
     _buffers = ("keys", "values", "running")
+    _growable = ("keys", "values")
 
     def __init__(self, batch_size, num_heads, head_dim, chunk_size, max_length=None, device=None,
                  dtype=torch.float32, state_dtype=torch.float32):
@@ -160,6 +199,9 @@ class ChunkCache(LayerCache):
         self.keys = self._grow(self.keys, n_chunks)
         self.values = self._grow(self.values, n_chunks)
 
+    def _needed_capacity(self):
+        return self.max_chunks + 1
+
     def tensors(self):
         c = self.max_chunks
         return {"keys": self.keys[:, :, :c], "values": self.values[:, :, :c], "running": self.running}
@@ -169,6 +211,7 @@ class KVCache(LayerCache):
     """Keys (rotated) and values of every token seen."""
 
     _buffers = ("keys", "values")
+    _growable = ("keys", "values")
 
     def __init__(self, batch_size, num_heads, head_dim, max_length=None, device=None, dtype=torch.float32):
         super().__init__(batch_size, max_length, device)
@@ -180,6 +223,9 @@ class KVCache(LayerCache):
         self.keys = self._grow(self.keys, n)
         self.values = self._grow(self.values, n)
 
+    def _needed_capacity(self):
+        return self.max_seen + 1
+
     def tensors(self):
         n = self.max_seen
         return {"keys": self.keys[:, :, :n], "values": self.values[:, :, :n]}
@@ -188,6 +234,8 @@ class KVCache(LayerCache):
 class WindowCache(KVCache):
     """Ring of the last window + 1 keys/values (the spec's window cache): the token at position p
     sits in slot p mod (window + 1), so a decode step writes its own key and reads the whole ring."""
+
+    _growable = ()  # a fixed ring
 
     def __init__(self, batch_size, num_heads, head_dim, window, max_length=None, device=None,
                  dtype=torch.float32):

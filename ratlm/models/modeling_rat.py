@@ -140,6 +140,22 @@ class RATCache(Cache):
         """Bytes of live decode state over all layers."""
         return sum(layer.nbytes() for layer in self.layers)
 
+    def keep_rows(self, index):
+        """Keep rows `index` ((N,) long tensor) in that order; the others' state is dropped (serving)."""
+        for layer in self.layers:
+            layer.keep_rows(index)
+
+    def append_rows(self, other: RATCache):
+        """Add the rows of `other` (a cache of the same model, rows at any positions) after ours."""
+        if len(other.layers) != len(self.layers):
+            raise ValueError(f"cannot append a cache of {len(other.layers)} layers to one of {len(self.layers)}")
+        for mine, theirs in zip(self.layers, other.layers):
+            mine.append_rows(theirs)
+
+    @property
+    def batch_size(self):
+        return self.layers[0].batch_size
+
 
 class Packing:
     """Moves each row's real tokens (or each document) to the left of its own row of a packed batch."""

@@ -1,0 +1,418 @@
+"""`ratlm bench serve`: a running server under load from concurrent `openai` clients.
+
+For each target (a `ratlm serve` subprocess per model variant, or `--url`), and each concurrency C:
+C async clients (the real `openai.AsyncOpenAI`, streaming) send `requests` completions between
+them; prompts are slices of the local corpus (the standard library's sources by default) of the given
+lengths in characters (= tokens with the byte tokenizer of the preset models), `new_tokens` each
+(`ignore_eos`, temperature 0). Reported: requests/s and output tokens/s over the wall time, time to
+first token and inter-token latency (p50, p99), the largest number of rows running at once (from
+/metrics), and the server's peak resident memory. `--compare` runs attention, RAT and the hybrids
+of the same size one after another under the same load and `--cache-memory`, plus `transformers
+serve` when asked and available, with ratios against attention.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+COMPARE = ["attention", "rat", "attention-swa", "rat-swa"]
+
+
+@dataclass
+class ServeResult:
+    target: str
+    concurrency: int
+    requests: int
+    completed: int
+    failed: int
+    wall_s: float
+    requests_per_s: float
+    output_tokens_per_s: float
+    ttft_p50_s: float | None
+    ttft_p99_s: float | None
+    itl_p50_s: float | None
+    itl_p99_s: float | None
+    peak_running: int | None
+    peak_rss_bytes: int | None
+    prompt_chars: list[int] = field(default_factory=list)
+    new_tokens: int = 0
+    ratio_vs_attention: float | None = None
+    note: str = ""
+
+
+# ------------------------------------------------------------------------------------ load
+def corpus_text(spec: str = "stdlib", need: int = 1 << 20) -> str:
+    """At least `need` characters of printable ASCII text from the corpus (stdlib or paths)."""
+    from ..data import corpus
+
+    files = corpus.stdlib_files() if spec == "stdlib" else corpus.expand(spec)
+    out, n = [], 0
+    for doc in corpus.read_documents(files):
+        doc = "".join(c for c in doc if 32 <= ord(c) < 127 or c == "\n")
+        out.append(doc)
+        n += len(doc)
+        if n >= need:
+            break
+    text = "".join(out)
+    if not text:
+        raise ValueError(f"no text in the corpus {spec!r}")
+    while len(text) < need:
+        text += text
+    return text
+
+
+def make_prompts(text: str, lengths: tuple[int, int], count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        n = rng.randint(*lengths)
+        start = rng.randrange(0, len(text) - n)
+        out.append(text[start:start + n])
+    return out
+
+
+def pct(xs, q):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+async def drive(url: str, model: str, prompts: list[str], new_tokens: int, concurrency: int, api_key: str,
+                extra: dict, timeout: float):
+    """Send every prompt, `concurrency` at a time; returns (wall, ttfts, itls, output tokens, completed, failed)."""
+    import openai
+
+    ttfts, itls, out_tokens = [], [], []
+    failed = 0
+    queue = list(reversed(prompts))
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=api_key or "none", max_retries=0,
+                                  timeout=timeout) as client:
+        async def worker():
+            nonlocal failed
+            while queue:
+                prompt = queue.pop()
+                t0 = time.perf_counter()
+                last, first, n = None, None, 0
+                try:
+                    stream = await client.completions.create(
+                        model=model, prompt=prompt, max_tokens=new_tokens, temperature=0, stream=True,
+                        stream_options={"include_usage": True}, extra_body=extra)
+                    usage = None
+                    async for chunk in stream:
+                        now = time.perf_counter()
+                        if chunk.usage is not None:
+                            usage = chunk.usage.completion_tokens
+                        if chunk.choices and (chunk.choices[0].text or chunk.choices[0].finish_reason is None):
+                            if first is None:
+                                first = now
+                                ttfts.append(now - t0)
+                            else:
+                                itls.append(now - last)
+                            last = now
+                            n += 1
+                    out_tokens.append(usage if usage is not None else n)
+                except Exception as e:  # noqa: BLE001 - counted and reported
+                    failed += 1
+                    print(f"ratlm bench serve: request failed: {type(e).__name__}: {e}", file=sys.stderr)
+
+        start = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        wall = time.perf_counter() - start
+    return wall, ttfts, itls, sum(out_tokens), len(out_tokens), failed
+
+
+class Sampler:
+    """Polls /metrics (running rows) and the server's peak RSS while a load runs."""
+
+    def __init__(self, url, pid, api_key):
+        self.url, self.pid, self.api_key = url, pid, api_key
+        self.peak_running = None
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        while not self._stop.wait(0.2):
+            try:
+                text = httpx.get(f"{self.url}/metrics", headers=headers, timeout=2).text
+            except Exception:  # noqa: BLE001 - a server without /metrics (transformers serve)
+                continue
+            m = re.search(r"^ratlm_requests_running ([0-9.e+]+)$", text, re.M)
+            if m:
+                self.peak_running = max(self.peak_running or 0, int(float(m.group(1))))
+
+    def peak_rss(self):
+        if self.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(5)
+
+
+# ------------------------------------------------------------------------------------ servers
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url, proc, timeout=300):
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode} before answering")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except Exception:  # noqa: BLE001
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"no answer from {url}/health after {timeout} s")
+
+
+def save_variant(variant, size, folder, dtype="float32", seed=0):
+    """A preset model with random weights + the byte tokenizer, saved to folder (what the server loads)."""
+    import torch
+
+    from ..data.tokenizer import byte_tokenizer
+    from ..models import RATConfig, RATForCausalLM
+    from ..models.presets import preset_kwargs
+
+    cfg = RATConfig(**preset_kwargs(f"{variant}-{size}"))
+    torch.manual_seed(seed)
+    RATForCausalLM(cfg).to(getattr(torch, dtype)).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def start_ratlm(model_dir, name, port, cache_memory, max_running, max_model_len, threads, device, dtype, log):
+    cmd = [sys.executable, "-m", "ratlm", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
+           "--served-model-name", name, "--max-model-len", str(max_model_len), "--max-waiting", "100000",
+           "--grace", "1"]
+    cmd += ["--max-running", str(max_running)] if max_running else ["--cache-memory", str(cache_memory)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    if device:
+        cmd += ["--device", device]
+    if dtype:
+        cmd += ["--dtype", dtype]
+    return subprocess.Popen(cmd, stdout=log, stderr=log, env=_env())
+
+
+# `transformers serve` for a ratlm model: the class must be reachable as transformers.RATForCausalLM (transformers
+# 5.24 swaps its lazy module while importing the serving code, so it is set on every copy)
+TRANSFORMERS_SERVE = "; ".join([
+    "import sys, transformers, ratlm",
+    "from transformers import AutoModelForDecision",
+    "from transformers.cli.serve import Serve",
+    "import transformers.cli.serving.model_manager as mm",
+    "[setattr(m, 'RATForCausalLM', ratlm.RATForCausalLM) for m in (transformers, sys.modules['transformers'], "
+    "mm.transformers)]",
+    "Serve(force_model=sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), device=sys.argv[3], dtype=sys.argv[4], "
+    "log_level='warning')"])
+
+
+def start_transformers(model_dir, port, threads, device, dtype, log):
+    env = _env()
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.Popen([sys.executable, "-c", TRANSFORMERS_SERVE, model_dir, str(port), device or "cpu",
+                             dtype or "float32"], stdout=log, stderr=log, env=env)
+
+
+def _env():
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")  # this ratlm, not another install
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def stop(proc):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ------------------------------------------------------------------------------------ the run
+def run_target(label, url, model_name, proc, prompts_for, new_tokens, concurrencies, requests, api_key, extra,
+               timeout, progress=None):
+    results = []
+    for c in concurrencies:
+        n = requests or max(2 * c, 4)
+        prompts = prompts_for(n)
+        with Sampler(url, proc.pid if proc is not None else None, api_key) as sampler:
+            wall, ttfts, itls, out_tok, done, failed = asyncio.run(
+                drive(url, model_name, prompts, new_tokens, c, api_key, extra, timeout))
+        results.append(ServeResult(
+            target=label, concurrency=c, requests=n, completed=done, failed=failed, wall_s=wall,
+            requests_per_s=done / wall, output_tokens_per_s=out_tok / wall,
+            ttft_p50_s=pct(ttfts, 50), ttft_p99_s=pct(ttfts, 99), itl_p50_s=pct(itls, 50), itl_p99_s=pct(itls, 99),
+            peak_running=sampler.peak_running, peak_rss_bytes=sampler.peak_rss(),
+            prompt_chars=[len(p) for p in prompts], new_tokens=new_tokens))
+        if progress:
+            progress(results[-1])
+    return results
+
+
+def add_ratios(results):
+    base = {r.concurrency: r.output_tokens_per_s for r in results if r.target == "attention"}
+    for r in results:
+        b = base.get(r.concurrency)
+        r.ratio_vs_attention = r.output_tokens_per_s / b if b else None
+
+
+def table(results):
+    head = (f"{'target':<16}{'conc':>5}{'done':>6}{'fail':>5}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}"
+            f"{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'rows':>6}{'peak RSS':>10}{'vs attn':>9}")
+    lines = [head]
+
+    def ms(x):
+        return f"{1e3 * x:.0f}ms" if x is not None else "-"
+
+    for r in results:
+        rss = f"{r.peak_rss_bytes / 2**20:.0f}MiB" if r.peak_rss_bytes else "-"
+        ratio = f"{r.ratio_vs_attention:.2f}x" if r.ratio_vs_attention else "-"
+        lines.append(f"{r.target:<16}{r.concurrency:>5}{r.completed:>6}{r.failed:>5}{r.requests_per_s:>8.2f}"
+                     f"{r.output_tokens_per_s:>11.1f}{ms(r.ttft_p50_s):>10}{ms(r.ttft_p99_s):>10}"
+                     f"{ms(r.itl_p50_s):>9}{ms(r.itl_p99_s):>9}{r.peak_running or '-':>6}{rss:>10}{ratio:>9}")
+    return "\n".join(lines)
+
+
+def plot(results, png, meta):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for target in dict.fromkeys(r.target for r in results):
+        rs = [r for r in results if r.target == target]
+        xs = [r.concurrency for r in rs]
+        axes[0].plot(xs, [r.output_tokens_per_s for r in rs], marker="o", label=target)
+        axes[1].plot(xs, [1e3 * (r.ttft_p50_s or float("nan")) for r in rs], marker="o", label=target)
+    axes[0].set_ylabel("output tokens / s")
+    axes[0].set_title("throughput")
+    axes[1].set_ylabel("time to first token, p50 (ms)")
+    axes[1].set_yscale("log")
+    axes[1].set_title("latency")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"ratlm bench serve: prompts {meta['prompt_len']} chars, {meta['new_tokens']} new tokens, "
+                 f"{meta.get('limit', '')}, {meta['device_name']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, requests, cache_memory, max_running,
+        max_model_len, threads, device, dtype, corpus, api_key, with_transformers, timeout, log_path,
+        progress=None):
+    """targets: variant names to serve one after another (ignored with url or model_dir)."""
+    text = corpus_text(corpus, need=max(1 << 20, 4 * prompt_len[1]))
+    seed = iter(range(10**6))
+
+    def prompts_for(n):
+        return make_prompts(text, prompt_len, n, seed=next(seed))
+
+    extra = {"ignore_eos": True}
+    results, notes = [], []
+    if url:
+        return run_target(url, url, targets[0] if targets else "default", None, prompts_for, new_tokens,
+                          concurrencies, requests, api_key, extra, timeout, progress), notes
+    with tempfile.TemporaryDirectory(prefix="ratlm-bench-serve-") as tmp, open(log_path, "a") as log:
+        plan = [(model_dir, os.path.basename(os.path.normpath(model_dir)))] if model_dir else \
+            [(None, v) for v in targets]
+        for folder, name in plan:
+            folder = folder or save_variant(name, size, os.path.join(tmp, name), dtype or "float32")
+            port = free_port()
+            proc = start_ratlm(folder, name, port, cache_memory, max_running, max_model_len, threads, device,
+                               dtype, log)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}", proc)
+                results += run_target(name, f"http://127.0.0.1:{port}", name, proc, prompts_for, new_tokens,
+                                      concurrencies, requests, None, extra, timeout, progress)
+            finally:
+                stop(proc)
+        if with_transformers:
+            folder = model_dir or os.path.join(tmp, "rat")
+            if not os.path.isdir(folder):
+                save_variant("rat", size, folder, dtype or "float32")
+            port = free_port()
+            proc = start_transformers(folder, port, threads, device, dtype, log)
+            try:
+                wait_transformers(f"http://127.0.0.1:{port}", proc)
+                rs = run_target("transformers-rat", f"http://127.0.0.1:{port}", folder, proc, prompts_for,
+                                new_tokens, concurrencies, requests, None, {}, timeout, progress)
+                for r in rs:
+                    r.note = "transformers serve (no ignore_eos: output may stop early at EOS)"
+                results += rs
+            except RuntimeError as e:
+                notes.append(f"transformers serve could not run here: {e}")
+            finally:
+                stop(proc)
+    return results, notes
+
+
+def wait_transformers(url, proc, timeout=300):
+    """transformers serve answers /v1/models once it is up (its /health may not exist)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"it exited with code {proc.returncode} (see the log)")
+        for path in ("/health", "/v1/models"):
+            try:
+                if httpx.get(url + path, timeout=2).status_code == 200:
+                    return
+            except Exception:  # noqa: BLE001
+                pass
+        time.sleep(0.25)
+    raise RuntimeError(f"no answer after {timeout} s")
+
+
+def summary_ratios(results):
+    """Mean over concurrencies of each target's output tokens/s ratio against attention."""
+    out = {}
+    for t in dict.fromkeys(r.target for r in results):
+        rs = [r.ratio_vs_attention for r in results if r.target == t and r.ratio_vs_attention]
+        if rs:
+            out[t] = statistics.mean(rs)
+    return out

@@ -1,0 +1,47 @@
+"""`ratlm bench serve` end to end at a tiny scale (no timing is asserted)."""
+import json
+
+import torch
+from models.hf_tiny import tiny_model
+from serve_helpers import ThreadServer
+
+from ratlm.cli import main
+from ratlm.data.tokenizer import byte_tokenizer
+from ratlm.serve.engine import Engine
+
+
+def test_bench_serve_starts_a_server_and_reports(tmp_path, capsys):
+    out = tmp_path / "b"
+    rc = main(["bench", "serve", "--size", "tiny", "--variants", "rat", "--concurrency", "1,2", "--requests", "3",
+               "--prompt-len", "16-40", "--new-tokens", "4", "--cache-memory", "16MiB", "--threads", "1",
+               "--dtype", "float32", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    data = json.loads((out / "bench_serve.json").read_text())
+    assert (out / "bench_serve.png").stat().st_size > 0
+    rows = data["results"]
+    assert [(r["target"], r["concurrency"]) for r in rows] == [("rat", 1), ("rat", 2)]
+    for r in rows:
+        assert r["completed"] == 3 and r["failed"] == 0 and r["output_tokens_per_s"] > 0
+        assert r["ttft_p50_s"] > 0 and r["peak_rss_bytes"] > 0
+        assert all(16 <= n <= 40 for n in r["prompt_chars"])
+    assert "out tok/s" in text and data["meta"]["limit"] == "--cache-memory 16MiB"
+
+
+def test_bench_serve_url(tmp_path, capsys):
+    torch.set_num_threads(1)
+    engine = Engine(tiny_model("rat"), byte_tokenizer(), max_running=4, max_model_len=256)
+    with ThreadServer(engine, name="tiny", api_key="k") as s:
+        out = tmp_path / "u"
+        rc = main(["bench", "serve", "--url", s.url, "--api-key", "k", "--variants", "tiny", "--concurrency", "2",
+                   "--requests", "4", "--prompt-len", "8", "--new-tokens", "3", "--out", str(out)])
+        assert rc == 0
+    rows = json.loads((out / "bench_serve.json").read_text())["results"]
+    assert rows[0]["completed"] == 4 and rows[0]["failed"] == 0 and rows[0]["peak_rss_bytes"] is None
+
+
+def test_bench_serve_errors(capsys):
+    assert main(["bench", "serve", "--prompt-len", "9-3"]) == 2
+    assert "MIN <= MAX" in capsys.readouterr().err
+    assert main(["bench", "serve", "--variants", "mamba"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
