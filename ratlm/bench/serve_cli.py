@@ -52,9 +52,9 @@ def _parse_range(text):
 def _run(args):
     from ..serve.server import parse_bytes
     from . import serve as bs
-    from .cli import _meta, _save, _setup
+    from .api import _meta, _save, _setup
 
-    device = _setup(args)
+    device = _setup(args.device, args.threads, args.warmup, args.repeats)
     prompt_len = _parse_range(args.prompt_len)
     if args.new_tokens < 1 or any(c < 1 for c in args.concurrency) or (args.requests is not None and args.requests < 1):
         raise UserError("--new-tokens, --concurrency and --requests must be >= 1")
@@ -82,7 +82,7 @@ def _run(args):
                             args.api_key, args.transformers and args.compare, args.timeout, log, show)
     bs.add_ratios(results)
     limit = f"--max-running {args.max_running}" if args.max_running else f"--cache-memory {args.cache_memory}"
-    meta = _meta(args, device, size=args.size, prompt_len=args.prompt_len, new_tokens=args.new_tokens, limit=limit,
+    meta = _meta(device, args.warmup, args.repeats, None, size=args.size, prompt_len=args.prompt_len, new_tokens=args.new_tokens, limit=limit,
                  dtype=args.dtype or "auto", notes=notes, server_log=log)
     print(f"# {meta['device_name']}, torch {meta['torch']}, {args.size} models, prompts {args.prompt_len} chars, "
           f"{args.new_tokens} new tokens, {limit}")
