@@ -82,7 +82,8 @@ def _run(args):
                             args.api_key, args.transformers and args.compare, args.timeout, log, show)
     bs.add_ratios(results)
     limit = f"--max-running {args.max_running}" if args.max_running else f"--cache-memory {args.cache_memory}"
-    meta = _meta(device, args.warmup, args.repeats, None, size=args.size, prompt_len=args.prompt_len, new_tokens=args.new_tokens, limit=limit,
+    meta = _meta(device, args.warmup, args.repeats, None, size=args.size, prompt_len=args.prompt_len,
+                 new_tokens=args.new_tokens, limit=limit,
                  dtype=args.dtype or "auto", notes=notes, server_log=log)
     print(f"# {meta['device_name']}, torch {meta['torch']}, {args.size} models, prompts {args.prompt_len} chars, "
           f"{args.new_tokens} new tokens, {limit}")
