@@ -35,7 +35,7 @@ def test_bad_options_are_one_line_errors(model_dir, capsys):
     assert "no such model" in capsys.readouterr().err
 
 
-def test_serve_api_key_and_sigterm(model_dir):
+def test_serve_api_key_and_sigterm(model_dir, capsys):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "ratlm", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
@@ -58,6 +58,13 @@ def test_serve_api_key_and_sigterm(model_dir):
         r = httpx.post(url + "/v1/completions", headers=auth,
                        json={"model": "tiny", "prompt": "ab", "max_tokens": 4, "temperature": 0})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+        # greedy through the server = `ratlm generate` for the same prompt
+        capsys.readouterr()
+        assert main(["generate", str(model_dir), "def f(x):", "--max-new-tokens", "12", "--quiet"]) == 0
+        expected = capsys.readouterr().out.removesuffix("\n")
+        r = httpx.post(url + "/v1/completions", headers=auth,
+                       json={"model": "tiny", "prompt": "def f(x):", "max_tokens": 12, "temperature": 0})
+        assert r.json()["choices"][0]["text"] == expected
 
         # one long stream in flight, then SIGTERM: it is cancelled after --grace, and the server exits 0
         lines, opened = [], threading.Event()
