@@ -131,3 +131,37 @@ def test_sampling_seed_stop_logprobs_penalties():
     assert [x["token_id"] for x in lp] == req.output_ids
     for x in lp:
         assert len(x["top"]) == 2 and x["top"][0][0] == x["token_id"] and x["logprob"] <= 0
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_append_and_keep_rows_match_rows_alone(kind):
+    """Rows prefilled alone to different lengths, joined into one cache, decode one batched step with the
+    same logits as each row alone; after dropping a row the others still do (values, fp32 tolerance)."""
+    model, rng = tiny_model(kind), random.Random(5)
+    lengths = [3, 17, 9]
+    prompts = [torch.tensor([[rng.randrange(32, 127) for _ in range(n)]]) for n in lengths]
+    nxt = torch.tensor([[70], [71], [72]])
+    with torch.no_grad():
+        alone, caches = [], []
+        for p, t in zip(prompts, nxt):
+            c = model.make_cache(1)
+            model(p, cache=c, use_cache=True)
+            c2 = model.make_cache(1)
+            model(p, cache=c2, use_cache=True)
+            alone.append(model(t[None], cache=c2, use_cache=True).logits[0, -1])
+            caches.append(c)
+        batch = caches[0]
+        for c in caches[1:]:
+            batch.append_rows(c)
+        assert batch.seen.tolist() == lengths
+        joined = model(nxt, cache=batch, use_cache=True).logits[:, -1]
+        for i in range(3):
+            torch.testing.assert_close(joined[i], alone[i], rtol=1e-5, atol=1e-5)
+        batch.keep_rows(torch.tensor([2, 0]))
+        assert batch.seen.tolist() == [10, 4]
+        step2 = model(torch.tensor([[80], [81]]), cache=batch, use_cache=True).logits[:, -1]
+        for row, i, tok in ((0, 2, 80), (1, 0, 81)):
+            c = model.make_cache(1)
+            ref = model(torch.cat([prompts[i], nxt[i][None], torch.tensor([[tok]])], 1), cache=c,
+                        use_cache=True).logits[0, -1]
+            torch.testing.assert_close(step2[row], ref, rtol=1e-5, atol=1e-5)

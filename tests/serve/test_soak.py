@@ -106,6 +106,8 @@ def test_soak():
             return results, sizes
 
         results, (rss1, rss2) = asyncio.run(main())
+        print(f"soak: {results.count('ok')} ok, {results.count('cancelled')} cancelled, RSS {rss1 / 2**20:.1f} -> "
+              f"{rss2 / 2**20:.1f} MiB")
         assert results.count("ok") > 100 and results.count("cancelled") > 10
         assert metric(s.url, "ratlm_requests_running") == 0
         assert metric(s.url, "ratlm_cache_bytes_in_use") == 0
