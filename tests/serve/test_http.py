@@ -185,3 +185,13 @@ def test_queue_full_is_429_with_retry_after():
         finally:
             for cm in streams:
                 cm.__exit__(None, None, None)
+
+
+def test_chat_uses_the_tokenizers_template():
+    tok = byte_tokenizer()
+    tok.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    engine = Engine(tiny_model("rnn"), tok, max_running=2, max_model_len=256)
+    with ThreadServer(engine) as s, openai.OpenAI(base_url=f"{s.url}/v1", api_key="none", max_retries=0) as client:
+        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+                                           temperature=0)
+        assert r.usage.prompt_tokens == len("<user>hi<assistant>")
