@@ -177,7 +177,29 @@ def chunk_attention(q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
 def decode_attention(q, k, v, self_score, self_value, valid, scale):
     """One query per row against a memory of N pairs plus its own running pair (no autograd needed,
     but differentiable). q: (B, H, 1, dh); k, v: (B, H, N, dh); self_score: (B, H, 1);
-    self_value: (B, H, 1, dh); valid: (B, N) bool or None (all). Returns float32 (B, H, 1, dh)."""
+    self_value: (B, H, 1, dh); valid: (B, N) bool or None (all). Returns float32 (B, H, 1, dh).
+
+    On CPU without a mask and without autograd, the memory part runs in PyTorch's fused flash kernel in
+    the cache's own dtype (no float32 copy of a bf16 cache per step) and joins the running pair through
+    a log-sum-exp merge; `decode_attention_reference` is the plain version."""
+    if (valid is None and k.shape[2] > 0 and flash_available(q.device) and not needs_grad(q, k, v, self_score,
+                                                                                             self_value)):
+        acc = acc_dtype(q.dtype)
+        om, lm = _flash(q.to(k.dtype), k, v, 0.0, False, scale=scale)
+        ss = self_score.to(acc)[..., None]
+        lm = lm.to(acc)[..., None]
+        m = torch.maximum(lm, ss)
+        a, b = torch.exp(lm - m), torch.exp(ss - m)
+        return (om.to(acc) * a).addcmul_(self_value.to(acc), b).div_(a + b)
+    return decode_attention_reference(q, k, v, self_score, self_value, valid, scale)
+
+
+def needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def decode_attention_reference(q, k, v, self_score, self_value, valid, scale):
+    """`decode_attention` in plain operations, in float32 (float64 for float64)."""
     s = torch.matmul(up(q), up(k).transpose(-1, -2))
     if scale != 1.0:
         s = s * scale
@@ -185,3 +207,123 @@ def decode_attention(q, k, v, self_score, self_value, valid, scale):
         s = s.masked_fill(~valid[:, None, None], float("-inf"))
     p = torch.cat([s, up(self_score).unsqueeze(-1)], -1).softmax(-1)
     return torch.addcmul(torch.matmul(p[..., :-1], up(v)), p[..., -1:], up(self_value))
+
+# --- the aligned case through PyTorch's fused CPU flash kernel -------------------------------------------
+#
+# When the queries are tokens 0..T-1 (chunk of token t: t // L) and the memory is the final pairs of
+# the complete chunks in order, the queries at offset l of their chunk (l = 0..L-1), one per chunk,
+# see exactly the keys of the earlier chunks: query chunk c sees keys 0..c-1. Dropping chunk 0 (whose
+# tokens only see their own running pair), query chunk c = 1.. against keys 0.. is plain causal
+# attention of equal lengths. So the L offsets become L batch entries of one causal flash call (keys
+# shared), and the running pair joins through a log-sum-exp merge. The backward is the flash backward
+# called with the merged output and log-sum-exp: exp(score - lse) are then the probabilities of the
+# full softmax and rowsum(dout * out) its delta, so the key/value/query gradients of the memory part
+# come out exact; the running pair's own gradients are two elementwise lines.
+
+USE_FLASH = True  # RAT layers take aligned_chunk_attention where it applies (False: the blocked kernel everywhere)
+
+
+
+def _flash(*args, **kw):
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*args, **kw)
+
+
+def _flash_backward(*args, **kw):
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(*args, **kw)
+
+
+def _fold(t, L, Cq):
+    """(B, H, Cq * L, dh) token order -> (B * L, H, Cq - 1, dh): offset l of chunks 1..Cq-1 (a copy)."""
+    B, H, _, dh = t.shape
+    return t.view(B, H, Cq, L, dh).permute(0, 3, 1, 2, 4)[:, :, :, 1:].reshape(B * L, H, Cq - 1, dh)
+
+
+def _unfold(t, B, L):
+    """Inverse of _fold for the chunks 1..: (B * L, H, N, dh) -> (B, H, N * L, dh) in token order."""
+    _, H, N, dh = t.shape
+    return t.view(B, L, H, N, dh).permute(0, 2, 3, 1, 4).reshape(B, H, N * L, dh)
+
+
+def _shared(t, L, n):
+    """Memory (B, H, >= n, dh) -> its first n slots repeated for the L offsets: (B * L, H, n, dh)."""
+    B, H, _, dh = t.shape
+    return t[:, :, :n].unsqueeze(1).expand(B, L, H, n, dh).reshape(B * L, H, n, dh)
+
+
+def _pad_tokens(t, n):
+    """Zero-pad dim 2 to n entries."""
+    return t if t.shape[2] == n else torch.cat([t, t.new_zeros(*t.shape[:2], n - t.shape[2], *t.shape[3:])], 2)
+
+
+class _AlignedChunkAttention(torch.autograd.Function):
+    @staticmethod
+    @autocast_off
+    def forward(ctx, q, k, v, self_score, self_value, L, scale):
+        B, H, T, dh = q.shape
+        acc = acc_dtype(q.dtype)
+        Cq = -(-T // L)
+        out = self_value.to(acc, copy=True)
+        lse = self_score.to(acc, copy=True)
+        if Cq > 1:
+            qf = _fold(_pad_tokens(q, Cq * L), L, Cq)
+            kf, vf = _shared(k.to(q.dtype), L, Cq - 1), _shared(v.to(q.dtype), L, Cq - 1)
+            om, lm = _flash(qf, kf, vf, 0.0, True, scale=scale)
+            om = _unfold(om, B, L)[:, :, : T - L].to(acc)
+            lm = _unfold(lm.to(acc)[..., None], B, L)[:, :, : T - L, 0]
+            ss, sv = lse[:, :, L:], out[:, :, L:]
+            m = torch.maximum(lm, ss)
+            a, b = torch.exp(lm - m), torch.exp(ss - m)
+            denom = a + b
+            out[:, :, L:] = (om * a[..., None]).addcmul_(sv, b[..., None]).div_(denom[..., None])
+            lse[:, :, L:] = m + denom.log()
+        ctx.save_for_backward(q, k, v, self_score, self_value, out, lse)
+        ctx.L, ctx.scale = L, scale
+        return out
+
+    @staticmethod
+    @autocast_off
+    def backward(ctx, dout):
+        q, k, v, self_score, self_value, out, lse = ctx.saved_tensors
+        L, scale = ctx.L, ctx.scale
+        B, H, T, dh = q.shape
+        acc = acc_dtype(q.dtype)
+        dout = dout.to(acc)
+        delta = (dout * out).sum(-1, keepdim=True)
+        ps = torch.exp(self_score.to(acc) - lse)[..., None]
+        dss = ps * ((dout * self_value.to(acc)).sum(-1, keepdim=True) - delta)
+        dsv = ps * dout
+        Cq = -(-T // L)
+        dq = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
+        dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
+        dv = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
+        if Cq > 1:
+            n = Cq * L
+            qf = _fold(_pad_tokens(q, n), L, Cq)
+            kf, vf = _shared(k.to(q.dtype), L, Cq - 1), _shared(v.to(q.dtype), L, Cq - 1)
+            of = _fold(_pad_tokens(out.to(q.dtype), n), L, Cq)
+            df = _fold(_pad_tokens(dout.to(q.dtype), n), L, Cq)
+            lf = _fold(_pad_tokens(lse[..., None], n), L, Cq)[..., 0].contiguous()
+            dqf, dkf, dvf = _flash_backward(df, qf, kf, vf, of, lf, 0.0, True, scale=scale)
+            dq[:, :, L:] = _unfold(dqf, B, L)[:, :, : T - L]
+            dk[:, :, : Cq - 1] = dkf.view(B, L, H, Cq - 1, dh).sum(1)
+            dv[:, :, : Cq - 1] = dvf.view(B, L, H, Cq - 1, dh).sum(1)
+        return dq, dk, dv, dss[..., 0].to(self_score.dtype), dsv.to(self_value.dtype), None, None
+
+
+def flash_available(device):
+    """The aligned path needs PyTorch's CPU flash-attention kernel (CPU tensors only)."""
+    return (USE_FLASH and torch.device(device).type == "cpu"
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
+def aligned_chunk_attention(q, k, v, self_score, self_value, chunk_size, scale):
+    """`chunk_attention` for the common case, through PyTorch's fused CPU flash kernel: queries are
+    tokens 0..T-1 (query t in chunk t // chunk_size) and k, v hold the final pairs of the complete
+    chunks in order (slot j = chunk j; at least ceil(T / chunk_size) - 1 of them). Same arguments
+    otherwise (q (B, H, T, dh), self_score (B, H, T), self_value (B, H, T, dh)); returns float32
+    (float64 for float64) (B, H, T, dh). CPU only (see flash_available)."""
+    T, L = q.shape[2], int(chunk_size)
+    if k.shape[2] < -(-T // L) - 1:
+        raise ValueError(f"{T} queries in chunks of {L} need the final pairs of {-(-T // L) - 1} chunks, "
+                         f"got {k.shape[2]}")
+    return _AlignedChunkAttention.apply(q, k, v, self_score, self_value, L, scale)

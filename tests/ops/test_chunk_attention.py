@@ -100,3 +100,67 @@ def test_decode_attention_matches_dense():
     ref = dense_reference(q, k, v, ss, sv, qc, kc, 0.4)
     out = ca.decode_attention(q, k, v, ss, sv, valid, 0.4)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_decode_attention_fast_path_matches_reference(dtype):
+    """Without a mask (every row at the same position), the flash kernel + log-sum-exp merge."""
+    inputs, _, kc = _case(3, 4, 1, 37, 16, 1, [0, 0, 0], seed=2)
+    q, k, v, ss, sv = (t.detach().to(dtype) for t in inputs)
+    assert ca.flash_available(q.device)
+    ref = ca.decode_attention_reference(q, k, v, ss, sv, None, 0.4)
+    out = ca.decode_attention(q, k, v, ss, sv, None, 0.4)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, ref, **tol)
+    if dtype == torch.float64:
+        torch.testing.assert_close(out, dense_reference(q, k, v, ss, sv, torch.tensor([[37]] * 3), kc, 0.4),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_decode_attention_bfloat16_cache_stays_bfloat16():
+    """A bf16 cache is read as bf16 (scores accumulated in float32 by the kernel); the result is float32
+    and close to the float32 computation on the same (bf16-rounded) numbers."""
+    inputs, _, _ = _case(2, 4, 1, 50, 16, 1, [0, 0], seed=3)
+    q, k, v, ss, sv = (t.detach().float() for t in inputs)
+    kb, vb, qb = k.bfloat16(), v.bfloat16(), q.bfloat16()
+    out = ca.decode_attention(qb, kb, vb, ss, sv, None, 0.25)
+    assert out.dtype == torch.float32
+    ref = ca.decode_attention_reference(qb.float(), kb.float(), vb.float(), ss, sv, None, 0.25)
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("T,Nk,L", [(50, 12, 4), (130, 9, 16), (64, 4, 16), (33, 33, 1), (10, 0, 16), (32, 2, 16),
+                                    (300, 80, 4)])
+def test_aligned_flash_path_matches_dense_reference(T, Nk, L):
+    """aligned_chunk_attention (fused CPU flash kernel, offsets folded into the batch, log-sum-exp merge
+    with the running pair): values and gradients exact in float64, partial last chunk included."""
+    B, H, dh = 2, 3, 8
+    g = torch.Generator().manual_seed(T)
+    inputs = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+              for s in [(B, H, T, dh), (B, H, Nk, dh), (B, H, Nk, dh), (B, H, T), (B, H, T, dh)]]
+    qc, kc = (torch.arange(T) // L)[None], torch.arange(Nk)[None]
+    ref = dense_reference(*inputs, qc, kc, 0.3)
+    out = ca.aligned_chunk_attention(*inputs, L, 0.3)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(ref)
+    needs = [t for t in inputs if t.numel()]
+    for a, b in zip(torch.autograd.grad(out, needs, grad), torch.autograd.grad(ref, needs, grad)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_aligned_flash_path_float32_and_bfloat16():
+    inputs, qc, kc = _case(2, 4, 200, 50, 16, 4, [0, 0])
+    ref = dense_reference(*inputs, qc, kc, 0.25)
+    out = ca.aligned_chunk_attention(*(t.detach().float() for t in inputs), 4, 0.25)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+    q, k, v, ss, sv = (t.detach() for t in inputs)
+    outb = ca.aligned_chunk_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), ss.float(), sv.float(), 4, 0.25)
+    assert outb.dtype == torch.float32 and torch.isfinite(outb).all()
+    torch.testing.assert_close(outb.double(), ref, rtol=5e-2, atol=5e-2)
+
+
+def test_aligned_flash_path_needs_the_chunk_ends():
+    inputs, _, _ = _case(1, 1, 40, 2, 4, 4, [0])
+    with pytest.raises(ValueError, match="need the final pairs of 9 chunks"):
+        ca.aligned_chunk_attention(*inputs, 4, 1.0)
