@@ -16,7 +16,7 @@ from ..errors import UserError
 MODES = ("train", "prefill", "decode")
 
 
-def _setup(device, threads, warmup, repeats):
+def _setup(device, threads, warmup, repeats, clock="wall"):
     import torch
 
     if threads:
@@ -26,6 +26,13 @@ def _setup(device, threads, warmup, repeats):
     device = str(pick_device(device))
     if repeats < 1 or warmup < 0:
         raise UserError("--repeats must be >= 1 and --warmup >= 0")
+    if clock not in ("wall", "cpu"):
+        raise UserError(f"clock must be wall or cpu, got {clock!r}")
+    if clock == "cpu" and (threads != 1 or not device.startswith("cpu")):
+        raise UserError("--clock cpu measures one thread's work on the CPU: add --threads 1 (and --device cpu)")
+    from .system import set_clock
+
+    set_clock(clock)
     return device
 
 
@@ -35,14 +42,14 @@ def _progress():
     return lambda **kw: tqdm(**kw, file=sys.stderr)
 
 
-def _meta(device, warmup, repeats, command, **extra):
+def _meta(device, warmup, repeats, command, clock="wall", **extra):
     import torch
 
     from .layer import device_name
     from .system import cpu_info
 
     return {"device": device, "device_name": device_name(device), "cpu": cpu_info(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats,
+            "threads": torch.get_num_threads(), "clock": clock, "warmup": warmup, "repeats": repeats,
             "command": command or "ratlm " + " ".join(sys.argv[1:]), **extra}
 
 
@@ -78,13 +85,14 @@ def layer(*, preset: str | None = None, mixers: Sequence[str] | None = None, len
           modes: Sequence[str] = MODES, hidden: int | None = None, heads: int | None = None, batch: int | None = None,
           token_budget: int | None = None, window: int = 1024, qk_groups: int = 2, compile: bool = False,
           dtype: str | None = None, device: str | None = None, warmup: int = 1, repeats: int = 3,
-          threads: int | None = None, out: str = "runs/bench", command: str | None = None) -> dict:
+          threads: int | None = None, clock: str = "wall", out: str = "runs/bench",
+          command: str | None = None) -> dict:
     """`ratlm bench layer`: train (fwd+bwd), prefill and decode-step latency of each mixer, with ratios
     against attention; writes OUT/bench_layer.json and .png. Unset sizes come from the preset (cpu, or
     paper on CUDA)."""
     from . import layer as bl
 
-    device = _setup(device, threads, warmup, repeats)
+    device = _setup(device, threads, warmup, repeats, clock)
     preset = dict(bl.PRESETS[preset or ("paper" if device.startswith("cuda") else "cpu")])
     given = {"mixers": mixers, "lengths": lengths, "hidden": hidden, "heads": heads, "batch": batch,
              "token_budget": token_budget, "dtype": dtype}
@@ -107,10 +115,10 @@ def layer(*, preset: str | None = None, mixers: Sequence[str] | None = None, len
                      heads=opts["heads"], batch=opts["batch"] or 1, token_budget=opts["token_budget"],
                      window=window, qk_groups=qk_groups, dtype=opts["dtype"], device=device,
                      warmup=warmup, repeats=repeats, compile=compile, progress=_progress())
-    meta = _meta(device, warmup, repeats, command, hidden=opts["hidden"], heads=opts["heads"], dtype=opts["dtype"],
-                 window=window, qk_groups=qk_groups, compile=bool(compile))
+    meta = _meta(device, warmup, repeats, command, clock, hidden=opts["hidden"], heads=opts["heads"],
+                 dtype=opts["dtype"], window=window, qk_groups=qk_groups, compile=bool(compile))
     print(f"# {meta['device_name']}, torch {meta['torch']}, D={meta['hidden']}, {meta['heads']} heads, {meta['dtype']}"
-          + (", compiled" if compile else ""))
+          + (", compiled" if compile else "") + (", CPU-time clock" if clock == "cpu" else ""))
     print(bl.table(results))
     for r in results:
         if r.ideal_ratio and r.length >= 1024:  # at short lengths fixed costs dominate
@@ -122,7 +130,7 @@ def layer(*, preset: str | None = None, mixers: Sequence[str] | None = None, len
 def generate(*, variants: Sequence[str] | None = None, size: str | None = None, prompt_len: int = 4096,
              new_tokens: int = 64, batch: int = 8, max_batch: bool = False, cache_memory: int | None = None,
              batch_limit: int = 4096, dtype: str | None = None, device: str | None = None, warmup: int = 1,
-             repeats: int = 3, threads: int | None = None, out: str = "runs/bench",
+             repeats: int = 3, threads: int | None = None, clock: str = "wall", out: str = "runs/bench",
              command: str | None = None) -> dict:
     """`ratlm bench generate`: prefill a random prompt and decode greedily with each model variant;
     tokens/s, time to first token, cache size and ratios against attention in OUT/bench_generate.json
@@ -131,7 +139,7 @@ def generate(*, variants: Sequence[str] | None = None, size: str | None = None, 
     from ..models.presets import preset_kwargs
     from . import generate as bg
 
-    device = _setup(device, threads, warmup, repeats)
+    device = _setup(device, threads, warmup, repeats, clock)
     size = size or ("xl" if device.startswith("cuda") else "small")
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     variants = list(variants or bg.VARIANTS)
@@ -155,9 +163,10 @@ def generate(*, variants: Sequence[str] | None = None, size: str | None = None, 
         if "decode state" not in str(e):
             raise
         raise UserError(str(e)) from None
-    meta = _meta(device, warmup, repeats, command, size=size, dtype=dtype, prompt_len=prompt_len,
+    meta = _meta(device, warmup, repeats, command, clock, size=size, dtype=dtype, prompt_len=prompt_len,
                  new_tokens=new_tokens, max_batch=bool(max_batch), cache_memory=budget, batch_limit=batch_limit)
     print(f"# {meta['device_name']}, torch {meta['torch']}, {size} models, {dtype}"
+          + (", CPU-time clock" if clock == "cpu" else "")
           + (f", max batch for {budget / 2**30:.2f} GiB of decode state (TTFT: one row)" if budget else ""))
     print(bg.table(results))
     return _save(out, "bench_generate", results, meta, bg.plot)

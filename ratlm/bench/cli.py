@@ -88,7 +88,7 @@ def _common(p):
 _LAYER = ("preset", "mixers", "lengths", "modes", "hidden", "heads", "batch", "token_budget", "window", "qk_groups",
           "compile")
 _GENERATE = ("variants", "size", "prompt_len", "new_tokens", "batch", "max_batch", "cache_memory", "batch_limit")
-_COMMON = ("dtype", "device", "warmup", "repeats", "threads", "out")
+_COMMON = ("dtype", "device", "warmup", "repeats", "threads", "clock", "out")
 
 
 def _options(args, names):

@@ -14,13 +14,13 @@ does not depend on what the state holds), so the time to first token is that of 
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 
 from ..models import RATConfig, RATForCausalLM, decode_state_bytes
 from ..models.presets import preset_kwargs
+from .system import now
 
 VARIANTS = ["attention", "rat", "rnn", "attention-swa", "rat-swa"]
 
@@ -59,17 +59,17 @@ def generate_once(model, prompt, new_tokens, device):
     B, P = prompt.shape
     cache = model.make_cache(B, max_length=P + new_tokens + 1)
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = now()
     logits = model(prompt, cache=cache, use_cache=True, logits_to_keep=1).logits
     nxt = logits[:, -1].argmax(-1, keepdim=True)
     _sync(device)
-    t1 = time.perf_counter()
+    t1 = now()
     cache_bytes = cache.nbytes()
     for _ in range(new_tokens):
         logits = model(nxt, cache=cache, use_cache=True).logits
         nxt = logits[:, -1].argmax(-1, keepdim=True)
     _sync(device)
-    return t1 - t0, time.perf_counter() - t1, cache_bytes
+    return t1 - t0, now() - t1, cache_bytes
 
 
 @torch.no_grad()
@@ -79,20 +79,20 @@ def generate_replicated(model, prompt, batch, new_tokens, device):
     P = prompt.shape[1]
     cache = model.make_cache(1, max_length=P + new_tokens + 1)
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = now()
     logits = model(prompt, cache=cache, use_cache=True, logits_to_keep=1).logits
     _sync(device)
-    t1 = time.perf_counter()
+    t1 = now()
     cache.batch_repeat_interleave(batch)
     nxt = logits[:, -1].argmax(-1, keepdim=True).expand(batch, 1).contiguous()
     cache_bytes = cache.nbytes()
     _sync(device)
-    t2 = time.perf_counter()
+    t2 = now()
     for _ in range(new_tokens):
         logits = model(nxt, cache=cache, use_cache=True).logits
         nxt = logits[:, -1].argmax(-1, keepdim=True)
     _sync(device)
-    return t1 - t0, time.perf_counter() - t2, cache_bytes
+    return t1 - t0, now() - t2, cache_bytes
 
 
 def fitting_batch(config, context_len, dtype, cache_memory, batch_limit=None):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
 
 from ..layers import RAT, RNN, Attention, SlidingWindowAttention
-from .system import PeakMemory, cpu_summary
+from .system import PeakMemory, cpu_summary, now
 
 DECODE_STEPS = 16
 
@@ -107,10 +106,10 @@ def _time(fn, device, warmup, repeats):
     _sync(device)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
     return times
 
 

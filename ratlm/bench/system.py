@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 
 import torch
 
@@ -87,3 +88,18 @@ class PeakMemory:
             peak = _status_kib("VmHWM")
             self.bytes = None if peak is None else max(0, peak - self._start)
         return False
+
+
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = [time.perf_counter]
+
+
+def set_clock(name):
+    """'wall' (default): elapsed time. 'cpu': this process's CPU time, which a shared, loaded machine
+    inflates far less than elapsed time; meaningful with one torch thread (CPU only)."""
+    _clock[0] = _CLOCKS[name]
+
+
+def now():
+    """The benchmarks' clock (see set_clock)."""
+    return _clock[0]()

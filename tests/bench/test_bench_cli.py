@@ -49,6 +49,7 @@ def test_bench_generate_runs(tmp_path, capsys):
     (["bench", "layer", "--device", "cuda"], "no CUDA device"),
     (["bench", "generate", "--variants", "mamba"], "unknown preset 'mamba-"),
     (["bench", "generate", "--batch", "0"], "must be >= 1"),
+    (["bench", "layer", "--clock", "cpu"], "--clock cpu measures one thread's work"),
 ])
 def test_bench_errors_are_one_line(argv, message, capsys):
     import torch
@@ -166,3 +167,17 @@ def test_bench_generate_budget_errors(argv, message, capsys):
     assert main([*argv, "--repeats", "1", "--warmup", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert any(message in line for line in err) and "Traceback" not in "\n".join(err)
+
+
+def test_cpu_clock(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["bench", "generate", "--size", "tiny", "--variants", "rat", "--prompt-len", "16", "--new-tokens", "2",
+                 "--batch", "1", "--clock", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "bench_generate.json").read_text())
+    assert data["meta"]["clock"] == "cpu" and data["meta"]["threads"] == 1
+    assert all(r["tokens_per_s"] > 0 for r in data["results"])
+    assert "CPU-time clock" in capsys.readouterr().out
+    from ratlm.bench.system import set_clock
+
+    set_clock("wall")
