@@ -82,6 +82,9 @@ def _common(p):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time (default); cpu: this process's CPU time, for a shared, loaded machine "
+                        "(needs --threads 1, CPU only)")
     p.add_argument("--out", default="runs/bench", help="folder for the JSON and PNG (default runs/bench)")
 
 

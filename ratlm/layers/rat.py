@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from ..ops.chunk_attention import aligned_chunk_attention, chunk_attention, decode_attention, flash_available
+from ..ops.chunk_attention import aligned_chunk_attention, chunk_attention, decode_attention, use_aligned_flash
 from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rat
 from ..ops.rope import rotate
@@ -201,7 +201,8 @@ class RAT(Mixer):
         values = values.to(dtype)
         q = self._rotate(q, q_chunk).transpose(1, 2).repeat(1, H // G, 1, 1).to(dtype)  # (B, H, T, dh)
         mem_k, mem_v, k_chunk = keys.transpose(1, 2), values.transpose(1, 2), e_chunk
-        if isinstance(start, int) and start == 0 and (cache is None or cache.max_chunks == 0) and flash_available(dev):
+        if (isinstance(start, int) and start == 0 and (cache is None or cache.max_chunks == 0)
+                and use_aligned_flash(q, mem_k, mem_v, self_score, vt)):
             y = aligned_chunk_attention(q, mem_k, mem_v, self_score, vt.transpose(1, 2), L, 1.0)
             return y.transpose(1, 2).reshape(B, T, H * dh), (keys, values)
         if cache is not None and cache.max_chunks > 0:

@@ -221,6 +221,9 @@ def decode_attention_reference(q, k, v, self_score, self_value, valid, scale):
 # come out exact; the running pair's own gradients are two elementwise lines.
 
 USE_FLASH = True  # RAT layers take aligned_chunk_attention where it applies (False: the blocked kernel everywhere)
+# With gradients, the flash backward only pays off on long sequences (measured on an AVX-512/AMX Xeon, bf16:
+# slower than the blocked kernel at T = 1024 and 4096, faster at 16384); below this the blocked kernel trains.
+FLASH_TRAIN_MIN_TOKENS = 8192
 
 
 
@@ -308,6 +311,14 @@ class _AlignedChunkAttention(torch.autograd.Function):
             dk[:, :, : Cq - 1] = dkf.view(B, L, H, Cq - 1, dh).sum(1)
             dv[:, :, : Cq - 1] = dvf.view(B, L, H, Cq - 1, dh).sum(1)
         return dq, dk, dv, dss[..., 0].to(self_score.dtype), dsv.to(self_value.dtype), None, None
+
+
+def use_aligned_flash(q, *others):
+    """Whether RAT's aligned case should take aligned_chunk_attention: on CPU, and when a gradient is
+    wanted only for sequences of at least FLASH_TRAIN_MIN_TOKENS queries."""
+    if not flash_available(q.device):
+        return False
+    return q.shape[2] >= FLASH_TRAIN_MIN_TOKENS or not needs_grad(q, *others)
 
 
 def flash_available(device):
