@@ -1,7 +1,7 @@
 """decode_state_bytes: the per-row decode state a model's cache really holds."""
 import pytest
 import torch
-from hf_tiny import CHUNK, KINDS, WINDOW, one_thread  # noqa: F401 (fixture)
+from hf_tiny import CHUNK, KINDS, WINDOW
 
 from ratlm import RATConfig, RATForCausalLM
 from ratlm.models import decode_state_bytes
