@@ -60,7 +60,9 @@ def _block_scores(qs, k, q_chunk, k_chunk, i0, i1, kfull, kend):
     return s
 
 
-def chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep=False, blocks=None):
+def chunk_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_score: torch.Tensor,
+                            self_value: torch.Tensor, q_chunk: torch.Tensor, k_chunk: torch.Tensor, scale: float,
+                            keep: bool = False, blocks: list[tuple[int, int, int, int]] | None = None) -> tuple:
     """Returns (out (B, H, Tq, dh), lse (B, H, Tq)) in float32 (float64 for float64), and with keep
     also (probs, denom): each block's unnormalised probabilities exp(score - max) (0 where masked) and
     the row sums they are divided by (B, H, Tq, 1). No autograd."""
@@ -162,7 +164,9 @@ class _ChunkAttention(torch.autograd.Function):
                 dsv.to(self_value.dtype), None, None, None, None)
 
 
-def chunk_attention(q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
+def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_score: torch.Tensor,
+                    self_value: torch.Tensor, q_chunk: torch.Tensor, k_chunk: torch.Tensor,
+                    scale: float) -> torch.Tensor:
     """Differentiable inter-chunk attention (see the module docstring).
 
     q: (B, H, Tq, dh); k, v: (B, H, Nk, dh) memory (final pairs of completed chunks, keys already
@@ -174,7 +178,8 @@ def chunk_attention(q, k, v, self_score, self_value, q_chunk, k_chunk, scale):
     return _ChunkAttention.apply(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep)
 
 
-def decode_attention(q, k, v, self_score, self_value, valid, scale):
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_score: torch.Tensor,
+                     self_value: torch.Tensor, valid: torch.Tensor | None, scale: float) -> torch.Tensor:
     """One query per row against a memory of N pairs plus its own running pair (no autograd needed,
     but differentiable). q: (B, H, 1, dh); k, v: (B, H, N, dh); self_score: (B, H, 1);
     self_value: (B, H, 1, dh); valid: (B, N) bool or None (all). Returns float32 (B, H, 1, dh).
@@ -194,11 +199,12 @@ def decode_attention(q, k, v, self_score, self_value, valid, scale):
     return decode_attention_reference(q, k, v, self_score, self_value, valid, scale)
 
 
-def needs_grad(*tensors):
+def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def decode_attention_reference(q, k, v, self_score, self_value, valid, scale):
+def decode_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_score: torch.Tensor,
+                               self_value: torch.Tensor, valid: torch.Tensor | None, scale: float) -> torch.Tensor:
     """`decode_attention` in plain operations, in float32 (float64 for float64)."""
     s = torch.matmul(up(q), up(k).transpose(-1, -2))
     if scale != 1.0:
@@ -313,7 +319,7 @@ class _AlignedChunkAttention(torch.autograd.Function):
         return dq, dk, dv, dss[..., 0].to(self_score.dtype), dsv.to(self_value.dtype), None, None
 
 
-def use_aligned_flash(q, *others):
+def use_aligned_flash(q: torch.Tensor, *others: torch.Tensor) -> bool:
     """Whether RAT's aligned case should take aligned_chunk_attention: on CPU, and when a gradient is
     wanted only for sequences of at least FLASH_TRAIN_MIN_TOKENS queries."""
     if not flash_available(q.device):
@@ -321,13 +327,14 @@ def use_aligned_flash(q, *others):
     return q.shape[2] >= FLASH_TRAIN_MIN_TOKENS or not needs_grad(q, *others)
 
 
-def flash_available(device):
+def flash_available(device: torch.device | str) -> bool:
     """The aligned path needs PyTorch's CPU flash-attention kernel (CPU tensors only)."""
     return (USE_FLASH and torch.device(device).type == "cpu"
             and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
 
 
-def aligned_chunk_attention(q, k, v, self_score, self_value, chunk_size, scale):
+def aligned_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_score: torch.Tensor,
+                            self_value: torch.Tensor, chunk_size: int, scale: float) -> torch.Tensor:
     """`chunk_attention` for the common case, through PyTorch's fused CPU flash kernel: queries are
     tokens 0..T-1 (query t in chunk t // chunk_size) and k, v hold the final pairs of the complete
     chunks in order (slot j = chunk j; at least ceil(T / chunk_size) - 1 of them). Same arguments

@@ -17,7 +17,8 @@ def _f(t):
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def naive_gated_scan(x, gate_logits, chunk_size=None, start=0, initial=None):
+def naive_gated_scan(x: torch.Tensor, gate_logits: torch.Tensor, chunk_size: int | None = None, start: int = 0,
+                     initial: torch.Tensor | None = None) -> torch.Tensor:
     """h_t = g_t * h_(t-1) + (1 - g_t) * x_t, with g = sigmoid(gate_logits), one token at a time.
 
     The state restarts (h_(t-1) = 0) at every token whose absolute position `start + t` is a
@@ -38,12 +39,13 @@ def naive_gated_scan(x, gate_logits, chunk_size=None, start=0, initial=None):
     return torch.stack(out, 1) if out else x.new_zeros(x.shape)
 
 
-def tile_groups(t, dim):
+def tile_groups(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Widen (..., G*dh) to (..., D) by repeating the whole G*dh vector: head h uses group h mod G."""
     return t.repeat(*([1] * (t.dim() - 1)), dim // t.shape[-1])
 
 
-def naive_rat(z, v, gate_logits, q, k, num_heads, chunk_size, rope=True, rope_theta=10000.0):
+def naive_rat(z: torch.Tensor, v: torch.Tensor, gate_logits: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+              num_heads: int, chunk_size: int, rope: bool = True, rope_theta: float = 10000.0) -> torch.Tensor:
     """The RAT mixer of the spec, steps 2-6, token by token. Returns z * y, float32 (B, T, D).
 
     z, v, gate_logits: (B, T, D) (gate_logits already include the bias); q, k: (B, T, G*dh).
@@ -83,7 +85,8 @@ def naive_rat(z, v, gate_logits, q, k, num_heads, chunk_size, rope=True, rope_th
     return z * torch.stack(ys, 1)
 
 
-def naive_attention(q, k, v, num_heads, rope=True, rope_theta=10000.0, window=None):
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, rope: bool = True,
+                    rope_theta: float = 10000.0, window: int | None = None) -> torch.Tensor:
     """Causal softmax attention token by token; with `window` W, query t sees keys t-W..t.
 
     q, k, v: (B, T, D). Returns float32 (B, T, D).
@@ -103,6 +106,6 @@ def naive_attention(q, k, v, num_heads, rope=True, rope_theta=10000.0, window=No
     return torch.stack(ys, 1)
 
 
-def naive_rnn(z, v, gate_logits):
+def naive_rnn(z: torch.Tensor, v: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:
     """The gated RNN mixer: z * v~ with v~ the gated recurrence over the whole sequence."""
     return torch.sigmoid(_f(z)) * naive_gated_scan(v, gate_logits)

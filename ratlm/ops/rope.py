@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 
-def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables for integer `positions` (any shape): (*positions.shape, head_dim)."""
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head width, got {head_dim}; use position_encoding='nope'")
@@ -14,12 +15,12 @@ def rope_cos_sin(positions, head_dim, theta=10000.0, dtype=torch.float32):
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def rotate_half(x):
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, -1)
     return torch.cat([-x2, x1], -1)
 
 
-def apply_rope(x, cos, sin):
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x * cos + rotate_half(x) * sin; cos/sin broadcast against x."""
     return x * cos + rotate_half(x) * sin
 
@@ -27,7 +28,8 @@ def apply_rope(x, cos, sin):
 _TABLES = {}
 
 
-def rope_table(n, head_dim, theta, device, dtype):
+def rope_table(n: int, head_dim: int, theta: float, device: torch.device | str,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached (cos, signed sin) tables for positions 0..n-1, shape (n, head_dim), where
     apply_rope(x, cos, sin) == x * cos + x.roll(head_dim // 2, -1) * signed_sin. Grows by doubling."""
     key = (head_dim, float(theta), str(device), dtype)
@@ -42,7 +44,7 @@ def rope_table(n, head_dim, theta, device, dtype):
     return table[0][:n], table[1][:n]
 
 
-def rotate(x, positions, theta=10000.0):
+def rotate(x: torch.Tensor, positions: int | torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
     """RoPE of x (..., N, H, dh) at integer positions: a python int (start of N consecutive
     positions) or a tensor broadcastable to x.shape[:-2]. Same numbers as `apply_rope`."""
     N, dh = x.shape[-3], x.shape[-1]

@@ -35,7 +35,7 @@ def _block_scan(a, b):
     return h, A
 
 
-def linear_scan(a, b, h0=None):
+def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """h_t = a_t * h_(t-1) + b_t along dim 1, h_(-1) = h0 (or 0). a broadcastable to b. No autograd."""
     B, T = b.shape[:2]
     if T <= BLOCK:
@@ -126,7 +126,8 @@ class _ChunkScan(torch.autograd.Function):
         return unchunk(dk, k), unchunk(dx[:, :, :, 1], v), unchunk(du, u), None
 
 
-def kv_chunk_scan(k, v, gate_logits, chunk_size):
+def kv_chunk_scan(k: torch.Tensor, v: torch.Tensor, gate_logits: torch.Tensor,
+                  chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The RAT layer's scan from a fresh start: keys and values through the same gate, restarting
     at every multiple of chunk_size. k: (B, T, G*dh), tiled to D inside; v, gate_logits: (B, T, D).
 
@@ -179,7 +180,8 @@ class _GatedScan(torch.autograd.Function):
         return dx, du, None, dh0
 
 
-def gated_scan(x, gate_logits, chunk_size=None, start=None, initial=None):
+def gated_scan(x: torch.Tensor, gate_logits: torch.Tensor, chunk_size: int | None = None,
+               start: int | torch.Tensor | None = None, initial: torch.Tensor | None = None) -> torch.Tensor:
     """h_t = g_t * h_(t-1) + (1 - g_t) * x_t with g = sigmoid(gate_logits), in float32
     (float64 for float64 inputs).
 
