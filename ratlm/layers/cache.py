@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 
 
-def needs_graph(*tensors):
+def needs_graph(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def scatter_tokens(buf, start, src):
+def scatter_tokens(buf: torch.Tensor, start: int | torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     """buf[b, :, start[b] + j] = src[b, :, j] (dim 2), start an int or (B,) tensor.
     In place, unless autograd must see it."""
     B, H, n, dh = src.shape
@@ -31,7 +31,8 @@ def scatter_tokens(buf, start, src):
 class LayerCache:
     """Base: token counts, capacity checks, byte accounting and batch reordering."""
 
-    def __init__(self, batch_size, max_length=None, device=None):
+    def __init__(self, batch_size: int, max_length: int | None = None,
+                 device: torch.device | str | None = None) -> None:
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self.seen = torch.zeros(batch_size, dtype=torch.long, device=device)
@@ -40,15 +41,15 @@ class LayerCache:
         self.uniform = True  # every row has seen the same number of tokens
 
     @property
-    def batch_size(self):
+    def batch_size(self) -> int:
         return self.seen.shape[0]
 
-    def check_batch(self, B):
+    def check_batch(self, B: int) -> None:
         if B != self.batch_size:
             raise ValueError(f"input has batch size {B} but the cache was made for {self.batch_size}; "
                              "make a new cache for this batch")
 
-    def reserve(self, n_new):
+    def reserve(self, n_new: int) -> int:
         """Raise if n_new more tokens would not fit; returns the new upper bound of tokens seen."""
         total = self.max_seen + n_new
         if self.max_length is not None and total > self.max_length:
@@ -56,7 +57,7 @@ class LayerCache:
                              f"{total} were fed; create it with a larger max_length (or none)")
         return total
 
-    def advance(self, lengths, n_new):
+    def advance(self, lengths: torch.Tensor | None, n_new: int) -> None:
         """Count the tokens of one call: lengths (B,) real tokens per row, or None for all n_new."""
         if lengths is None:
             self.seen = self.seen + n_new
@@ -65,16 +66,16 @@ class LayerCache:
             self.uniform = False
         self.max_seen += n_new
 
-    def tensors(self):
+    def tensors(self) -> dict[str, torch.Tensor]:
         return {}
 
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of live state (what the definition needs for the tokens seen so far)."""
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
 
     _buffers = ()  # names of the per-row state tensors (batch first)
 
-    def reorder(self, index):
+    def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index`, in that order (beam search)."""
         for name in self._buffers:
             setattr(self, name, getattr(self, name).index_select(0, index))
@@ -85,7 +86,7 @@ class LayerCache:
     # rows joining and leaving (continuous batching) ----------------------------------------------
     _growable = ()  # buffers that grow along dim 2 with the tokens seen (trimmed when rows leave)
 
-    def keep_rows(self, index):
+    def keep_rows(self, index: torch.Tensor) -> None:
         """Keep rows `index` (a (N,) long tensor), in that order, and give back the capacity that
         only the dropped rows needed."""
         self.reorder(index)
@@ -95,7 +96,7 @@ class LayerCache:
             if buf.shape[2] > max(2 * need, 16):
                 setattr(self, name, buf[:, :, :need].clone())
 
-    def append_rows(self, other: LayerCache):
+    def append_rows(self, other: LayerCache) -> None:
         """Add the rows of `other` (a cache of the same kind and shape, any positions) after ours."""
         if type(other) is not type(self):
             raise ValueError(f"cannot append the rows of a {type(other).__name__} to a {type(self).__name__}")
@@ -126,30 +127,30 @@ class LayerCache:
     is_sliding = False
     supports_early_init = False
 
-    def reorder_cache(self, beam_idx):
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
         self.reorder(beam_idx.long().to(self.seen.device))
 
-    def batch_select_indices(self, indices):
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.reorder(torch.arange(self.batch_size, device=self.seen.device)[indices])
 
-    def batch_repeat_interleave(self, repeats):
+    def batch_repeat_interleave(self, repeats: int) -> None:
         self.reorder(torch.arange(self.batch_size, device=self.seen.device).repeat_interleave(repeats))
 
-    def crop(self, tokens_to_remove):
+    def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove:
             raise ValueError("a recurrent cache cannot be cropped (tokens cannot be taken back)")
 
-    def reset(self):
+    def reset(self) -> None:
         for name in self._buffers:
             getattr(self, name).zero_()
         self.seen.zero_()
         self.max_seen = 0
         self.uniform = True
 
-    def offload(self):
+    def offload(self) -> None:
         self._move("cpu")
 
-    def prefetch(self):
+    def prefetch(self) -> None:
         pass
 
     def _move(self, device):
@@ -157,7 +158,7 @@ class LayerCache:
             setattr(self, name, getattr(self, name).to(device))
         self.seen = self.seen.to(device)
 
-    def get_max_length(self):
+    def get_max_length(self) -> int:
         return -1 if self.max_length is None else self.max_length
 
     @staticmethod
@@ -178,8 +179,9 @@ class ChunkCache(LayerCache):
     _buffers = ("keys", "values", "running")
     _growable = ("keys", "values")
 
-    def __init__(self, batch_size, num_heads, head_dim, chunk_size, max_length=None, device=None,
-                 dtype=torch.float32, state_dtype=torch.float32):
+    def __init__(self, batch_size: int, num_heads: int, head_dim: int, chunk_size: int,
+                 max_length: int | None = None, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32, state_dtype: torch.dtype = torch.float32) -> None:
         super().__init__(batch_size, max_length, device)
         self.chunk_size = chunk_size
         cap = 0 if max_length is None else -(-max_length // chunk_size) + 1
@@ -188,21 +190,21 @@ class ChunkCache(LayerCache):
         self.running = torch.zeros(batch_size, 2, num_heads * head_dim, device=device, dtype=state_dtype)
 
     @property
-    def chunks(self):
+    def chunks(self) -> torch.Tensor:
         return self.seen // self.chunk_size
 
     @property
-    def max_chunks(self):
+    def max_chunks(self) -> int:
         return self.max_seen // self.chunk_size
 
-    def ensure(self, n_chunks):
+    def ensure(self, n_chunks: int) -> None:
         self.keys = self._grow(self.keys, n_chunks)
         self.values = self._grow(self.values, n_chunks)
 
     def _needed_capacity(self):
         return self.max_chunks + 1
 
-    def tensors(self):
+    def tensors(self) -> dict[str, torch.Tensor]:
         c = self.max_chunks
         return {"keys": self.keys[:, :, :c], "values": self.values[:, :, :c], "running": self.running}
 
@@ -213,20 +215,21 @@ class KVCache(LayerCache):
     _buffers = ("keys", "values")
     _growable = ("keys", "values")
 
-    def __init__(self, batch_size, num_heads, head_dim, max_length=None, device=None, dtype=torch.float32):
+    def __init__(self, batch_size: int, num_heads: int, head_dim: int, max_length: int | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__(batch_size, max_length, device)
         cap = max_length + 1 if max_length else 0
         self.keys = torch.zeros(batch_size, num_heads, cap, head_dim, device=device, dtype=dtype)
         self.values = torch.zeros_like(self.keys)
 
-    def ensure(self, n):
+    def ensure(self, n: int) -> None:
         self.keys = self._grow(self.keys, n)
         self.values = self._grow(self.values, n)
 
     def _needed_capacity(self):
         return self.max_seen + 1
 
-    def tensors(self):
+    def tensors(self) -> dict[str, torch.Tensor]:
         n = self.max_seen
         return {"keys": self.keys[:, :, :n], "values": self.values[:, :, :n]}
 
@@ -237,14 +240,14 @@ class WindowCache(KVCache):
 
     _growable = ()  # a fixed ring
 
-    def __init__(self, batch_size, num_heads, head_dim, window, max_length=None, device=None,
-                 dtype=torch.float32):
+    def __init__(self, batch_size: int, num_heads: int, head_dim: int, window: int, max_length: int | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
         LayerCache.__init__(self, batch_size, max_length, device)
         self.window = window
         self.keys = torch.zeros(batch_size, num_heads, window + 1, head_dim, device=device, dtype=dtype)
         self.values = torch.zeros_like(self.keys)
 
-    def slot_positions(self, seen=None):
+    def slot_positions(self, seen: torch.Tensor | None = None) -> torch.Tensor:
         """(B, window + 1) absolute position held by each slot after `seen` tokens (default: the
         tokens seen so far), or -1 if the slot is empty."""
         n = self.window + 1
@@ -253,7 +256,7 @@ class WindowCache(KVCache):
         pos = last - torch.remainder(last - s, n)
         return torch.where(pos >= 0, pos, torch.full_like(pos, -1))
 
-    def tensors(self):
+    def tensors(self) -> dict[str, torch.Tensor]:
         n = min(self.max_seen, self.window + 1)
         return {"keys": self.keys[:, :, :n], "values": self.values[:, :, :n]}
 
@@ -263,15 +266,17 @@ class RNNCache(LayerCache):
 
     _buffers = ("state",)
 
-    def __init__(self, batch_size, hidden_size, max_length=None, device=None, state_dtype=torch.float32):
+    def __init__(self, batch_size: int, hidden_size: int, max_length: int | None = None,
+                 device: torch.device | str | None = None, state_dtype: torch.dtype = torch.float32) -> None:
         super().__init__(batch_size, max_length, device)
         self.state = torch.zeros(batch_size, hidden_size, device=device, dtype=state_dtype)
 
-    def tensors(self):
+    def tensors(self) -> dict[str, torch.Tensor]:
         return {"state": self.state}
 
 
-def row_state_bytes(kind, hidden_size, context_len, dtype=torch.float32, chunk_size=None, window=None):
+def row_state_bytes(kind: str, hidden_size: int, context_len: int, dtype: torch.dtype = torch.float32,
+                    chunk_size: int | None = None, window: int | None = None) -> int:
     """Bytes of one row's decode state in one layer after `context_len` tokens, as the caches above hold
     it (their `nbytes()` per row): kind "rat": the final (k~, v~) of the context_len // chunk_size
     completed chunks in `dtype` plus the running pair in its accumulation dtype; "attention": every

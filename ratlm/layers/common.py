@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from .cache import LayerCache
+
 BACKENDS = ("naive", "torch", "flex")
 
 
-def resolve_backend(backend=None):
+def resolve_backend(backend: str | None = None) -> str:
     """'naive' (per-token reference loops), 'torch' (fast plain PyTorch, any device) or 'flex'
     (flex_attention, used on CUDA). None reads RATLM_BACKEND, else picks 'flex' on CUDA when it
     is available at run time and 'torch' otherwise ('auto')."""
@@ -19,7 +23,7 @@ def resolve_backend(backend=None):
     return backend
 
 
-def flex_available():
+def flex_available() -> bool:
     try:
         from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
     except Exception:  # pragma: no cover - old torch
@@ -27,7 +31,7 @@ def flex_available():
     return True
 
 
-def compact(x, mask):
+def compact(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Move each row's real tokens (mask True) to the front, keeping their order.
 
     Returns (x_compact (B, T', ...), lengths (B,), order (B, T)) with T' the longest row.
@@ -39,7 +43,7 @@ def compact(x, mask):
     return x.gather(1, idx), lengths, order
 
 
-def uncompact(y, lengths, order, T):
+def uncompact(y: torch.Tensor, lengths: torch.Tensor, order: torch.Tensor, T: int) -> torch.Tensor:
     """Inverse of `compact`: rows back to their places, zeros at padded positions."""
     B, Tc = y.shape[:2]
     valid = torch.arange(Tc, device=y.device)[None] < lengths[:, None]
@@ -50,7 +54,7 @@ def uncompact(y, lengths, order, T):
     return torch.zeros_like(y).scatter(1, idx, y)
 
 
-def init_gate_bias(bias, span):
+def init_gate_bias(bias: torch.Tensor, span: float) -> None:
     """b = log(u), u ~ Uniform(1, span - 1): gates start with time constants between 2 and span."""
     with torch.no_grad():
         if span > 2:
@@ -72,7 +76,7 @@ class Mixer(nn.Module):
     row b's tokens are x[b, :lengths[b]] (a model packs once for all its layers).
     """
 
-    def __init__(self, hidden_size, num_heads, backend=None):
+    def __init__(self, hidden_size: int, num_heads: int, backend: str | None = None) -> None:
         super().__init__()
         if not isinstance(hidden_size, int) or hidden_size < 1:
             raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
@@ -86,7 +90,7 @@ class Mixer(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.backend = resolve_backend(backend)
 
-    def set_position_encoding(self, position_encoding, rope_theta):
+    def set_position_encoding(self, position_encoding: str, rope_theta: float) -> None:
         """Checks and sets `rope` (bool) and `rope_theta` for a mixer with positions."""
         if position_encoding not in ("rope", "nope"):
             raise ValueError(f"position_encoding must be 'rope' or 'nope', got {position_encoding!r}")
@@ -117,7 +121,8 @@ class Mixer(nn.Module):
         if cache is not None:
             cache.check_batch(x.shape[0])
 
-    def forward(self, x, cache=None, attention_mask=None, lengths=None):
+    def forward(self, x: torch.Tensor, cache: LayerCache | None = None, attention_mask: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
         self._check(x, cache, attention_mask)
         if lengths is not None:
             return self._run(x, cache, lengths)
@@ -149,7 +154,8 @@ class Mixer(nn.Module):
         return self._prefill(x, cache, lengths)
 
     # subclasses implement:
-    def init_cache(self, batch_size, max_length=None, device=None, dtype=None):
+    def init_cache(self, batch_size: int, max_length: int | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> LayerCache:
         raise NotImplementedError
 
     def _naive(self, x):
@@ -164,11 +170,11 @@ class Mixer(nn.Module):
     def _step(self, x, cache, active):
         raise NotImplementedError
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, backend={self.backend}"
 
 
-def gather_rows(t, index):
+def gather_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """t[b, index[b]] for t (B, T, ...) and index (B,) -> (B, ...)."""
     idx = index.view(-1, 1, *([1] * (t.dim() - 2))).expand(-1, 1, *t.shape[2:])
     return t.gather(1, idx)[:, 0]
