@@ -19,17 +19,19 @@ from .common import Mixer
 class Attention(Mixer):
     window = None
 
-    def __init__(self, hidden_size, num_heads, position_encoding="rope", rope_theta=10000.0, backend=None):
+    def __init__(self, hidden_size: int, num_heads: int, position_encoding: str = "rope", rope_theta: float = 10000.0,
+                 backend: str | None = None) -> None:
         super().__init__(hidden_size, num_heads, backend)
         self.set_position_encoding(position_encoding, rope_theta)
         D = hidden_size
         self.in_proj = nn.Linear(D, 3 * D, bias=False)
         self.out_proj = nn.Linear(D, D, bias=False)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{super().extra_repr()}, position_encoding={'rope' if self.rope else 'nope'}"
 
-    def init_cache(self, batch_size, max_length=None, device=None, dtype=None):
+    def init_cache(self, batch_size: int, max_length: int | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> KVCache:
         p = self.out_proj.weight
         return KVCache(batch_size, self.num_heads, self.head_dim, max_length,
                        device=device or p.device, dtype=dtype or p.dtype)
@@ -103,17 +105,18 @@ class Attention(Mixer):
 class SlidingWindowAttention(Attention):
     """Query t attends keys t - window .. t (window + 1 keys, itself included)."""
 
-    def __init__(self, hidden_size, num_heads, window=1024, position_encoding="rope", rope_theta=10000.0,
-                 backend=None):
+    def __init__(self, hidden_size: int, num_heads: int, window: int = 1024, position_encoding: str = "rope",
+                 rope_theta: float = 10000.0, backend: str | None = None) -> None:
         super().__init__(hidden_size, num_heads, position_encoding, rope_theta, backend)
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an integer >= 1, got {window!r}")
         self.window = window
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window={self.window}"
 
-    def init_cache(self, batch_size, max_length=None, device=None, dtype=None):
+    def init_cache(self, batch_size: int, max_length: int | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> WindowCache:
         p = self.out_proj.weight
         return WindowCache(batch_size, self.num_heads, self.head_dim, self.window, max_length,
                            device=device or p.device, dtype=dtype or p.dtype)
@@ -157,7 +160,9 @@ class SlidingWindowAttention(Attention):
         return self._out(y)
 
 
-def banded_attention(q, k, v, q_pos, k_pos, window, ring_k=None, ring_v=None, ring_pos=None, block=None):
+def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
+                     window: int, ring_k: torch.Tensor | None = None, ring_v: torch.Tensor | None = None,
+                     ring_pos: torch.Tensor | None = None, block: int | None = None) -> torch.Tensor:
     """Causal attention restricted to k_pos in [q_pos - window, q_pos], blocked over queries.
 
     q, k, v: (B, H, T, dh) with positions q_pos = k_pos (B or 1, T) (or (T,)), increasing along T;

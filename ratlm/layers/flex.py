@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .rat import RAT
 
 
 @functools.lru_cache(maxsize=2)
@@ -40,7 +44,7 @@ def _window_block_mask(T, W, device):
     return create_block_mask(mask_mod, None, None, T, T, device=device)
 
 
-def rat_flex_attention(layer, q, kt, vt):
+def rat_flex_attention(layer: RAT, q: torch.Tensor, kt: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
     """Same result as `RAT._attend(q, kt, vt, 0)[0]`: (B, T, D) float32."""
     B, T = kt.shape[:2]
     H, dh, L = layer.num_heads, layer.head_dim, layer.chunk_size
@@ -60,7 +64,7 @@ def rat_flex_attention(layer, q, kt, vt):
     return y.transpose(1, 2).reshape(B, T, H * dh).float()
 
 
-def window_flex_attention(q, k, v, window):
+def window_flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
     """Sliding-window causal attention, (B, H, T, dh)."""
     mask = _window_block_mask(q.shape[2], window, str(q.device))
     return _flex(q.is_cuda)(q, k, v, block_mask=mask)

@@ -29,8 +29,8 @@ NEVER = 1 << 60  # chunk index of an empty memory slot: no query ever sees it
 
 
 class RAT(Mixer):
-    def __init__(self, hidden_size, num_heads, chunk_size=16, qk_groups=2, position_encoding="rope",
-                 rope_theta=10000.0, backend=None):
+    def __init__(self, hidden_size: int, num_heads: int, chunk_size: int = 16, qk_groups: int = 2,
+                 position_encoding: str = "rope", rope_theta: float = 10000.0, backend: str | None = None) -> None:
         super().__init__(hidden_size, num_heads, backend)
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
@@ -47,11 +47,12 @@ class RAT(Mixer):
         self.out_proj = nn.Linear(D, D, bias=False)
         init_gate_bias(self.gate_bias, chunk_size)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, chunk_size={self.chunk_size}, qk_groups={self.qk_groups}, "
                 f"position_encoding={'rope' if self.rope else 'nope'}")
 
-    def init_cache(self, batch_size, max_length=None, device=None, dtype=None):
+    def init_cache(self, batch_size: int, max_length: int | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> ChunkCache:
         p = self.out_proj.weight
         dtype = dtype or p.dtype
         return ChunkCache(batch_size, self.num_heads, self.head_dim, self.chunk_size, max_length,
@@ -216,7 +217,7 @@ class RAT(Mixer):
         return y.transpose(1, 2).reshape(B, T, H * dh), (keys, values)
 
 
-def gather_rows_many(t, idx):
+def gather_rows_many(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """t[b, idx[b, j]] for t (B, T, ...) and idx (B, N) -> (B, N, ...)."""
     B, N = idx.shape
     i = idx.reshape(B, N, *([1] * (t.dim() - 2))).expand(B, N, *t.shape[2:])

@@ -16,7 +16,7 @@ from .common import Mixer, gather_rows, init_gate_bias
 
 
 class RNN(Mixer):
-    def __init__(self, hidden_size, gate_span=4096, backend=None):
+    def __init__(self, hidden_size: int, gate_span: int = 4096, backend: str | None = None) -> None:
         """gate_span: the gate bias starts at log(u), u ~ Uniform(1, gate_span - 1) (the spec uses the
         training length)."""
         super().__init__(hidden_size, 1, backend)
@@ -27,10 +27,11 @@ class RNN(Mixer):
         self.out_proj = nn.Linear(D, D, bias=False)
         init_gate_bias(self.gate_bias, gate_span)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, backend={self.backend}"
 
-    def init_cache(self, batch_size, max_length=None, device=None, dtype=None):
+    def init_cache(self, batch_size: int, max_length: int | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> RNNCache:
         p = self.out_proj.weight
         return RNNCache(batch_size, self.hidden_size, max_length, device=device or p.device,
                         state_dtype=acc_dtype(dtype or p.dtype))
