@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 BYTE_VOCAB = 259  # 256 bytes + pad (256), bos (257), eos (258)
@@ -21,7 +25,7 @@ def _byte_symbols():
     return [table[b] for b in range(256)]
 
 
-def byte_tokenizer():
+def byte_tokenizer() -> PreTrainedTokenizerFast:
     """A PreTrainedTokenizerFast over raw UTF-8 bytes: ids 0-255 are bytes, then <pad>, <bos>, <eos>.
     Left padding, as decoder-only generation wants."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -36,7 +40,7 @@ def byte_tokenizer():
                                    padding_side="left", model_max_length=1 << 30)
 
 
-def load_tokenizer(name_or_path):
+def load_tokenizer(name_or_path: str | None) -> PreTrainedTokenizerBase:
     """'byte' for the byte-level tokenizer, else a local tokenizer directory (AutoTokenizer)."""
     if name_or_path in (None, "byte", "bytes"):
         return byte_tokenizer()
