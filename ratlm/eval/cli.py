@@ -1,4 +1,5 @@
-"""`ratlm eval ...`: perplexity, length generalisation, retrieval, lm-evaluation-harness.
+"""`ratlm eval ...`: perplexity, length generalisation, retrieval, lm-evaluation-harness, LongBench and
+generation-scored tasks (the last two in ratlm/eval/longbench/cli.py).
 
 Every subcommand takes one or more model directories and prints one comparison table; results go to
 JSON (and PNG) files under --out.
@@ -12,13 +13,15 @@ from ..errors import UserError
 
 
 def register(sub):
-    p = sub.add_parser("eval", help="evaluate models: perplexity, length generalisation, retrieval, lm-eval",
+    p = sub.add_parser("eval", help="evaluate models: perplexity, length generalisation, retrieval, lm-eval, "
+                                    "LongBench, generated answers",
                        description="Evaluate one or more model directories; each command prints one table "
                                    "comparing them and writes JSON (and a PNG) under --out.")
-    esub = p.add_subparsers(dest="eval_cmd", metavar="{ppl,length,retrieval,lm-eval}")
+    esub = p.add_subparsers(dest="eval_cmd", metavar="{ppl,length,retrieval,lm-eval,longbench,longbench-mini,generate}")
 
-    def common(q, out=True):
-        q.add_argument("models", nargs="+", metavar="MODEL", help="model directories (save_pretrained + tokenizer)")
+    def common(q, out=True, models=True):
+        if models:
+            q.add_argument("models", nargs="+", metavar="MODEL", help="model directories (save_pretrained + tokenizer)")
         q.add_argument("--device", help="cpu or cuda (default: cuda if available)")
         q.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                        help="default: float32 on CPU, bfloat16 on CUDA")
@@ -93,11 +96,15 @@ def register(sub):
                    help="task metadata, repeatable; the ratlm_* tasks take n, seed and the generator's options "
                         "(e.g. -o length=1024 -o n=100)")
     q.set_defaults(func=_run_lm_eval)
+    from .longbench.cli import register as register_longbench
+
+    register_longbench(esub, common, csv_list)
     p.set_defaults(func=_need_subcommand)
 
 
 def _need_subcommand(args):
-    raise UserError("choose an evaluation: `ratlm eval ppl|length|retrieval|lm-eval` (see ratlm eval -h)")
+    raise UserError("choose an evaluation: `ratlm eval ppl|length|retrieval|lm-eval|longbench|longbench-mini|generate` "
+                    "(see ratlm eval -h)")
 
 
 def _models(args):
