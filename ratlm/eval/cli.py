@@ -86,7 +86,10 @@ def register(sub):
                                     "locally) are always available; the harness's own tasks need their "
                                     "datasets. For every lm_eval option use `python -m ratlm.eval.harness`.")
     common(q)
-    q.add_argument("--tasks", type=csv_list(str), required=True, help="comma list, e.g. ratlm_passkey,lambada_openai")
+    q.add_argument("--tasks", type=csv_list(str), required=True,
+                   help="comma list, e.g. ratlm_passkey,lambada_openai; 'paper' stands for the paper's six "
+                        "short-context tasks (piqa, arc_easy, arc_challenge, winogrande, lambada_openai, "
+                        "hellaswag), whose datasets lm_eval downloads (needs the network)")
     q.add_argument("--include-path", action="append", default=[], help="extra folder of task YAML files")
     q.add_argument("--limit", type=float, help="examples per task (a count, or a fraction below 1)")
     q.add_argument("--num-fewshot", type=int)
@@ -150,13 +153,14 @@ def _run_lm_eval(args):
     from ..runtime import pick_device
     from .api import check_positive
     from .common import labels, table, write_json
-    from .harness import _require, run
+    from .harness import _require, expand_tasks, run
 
     try:
         _require()
     except ImportError as e:
         raise UserError(str(e)) from None
     check_positive(batch_size=args.batch_size, max_length=args.max_length)
+    args.tasks = expand_tasks(args.tasks)
     device = pick_device(args.device)
     results, rows = {}, {}
     for path, name in zip(args.models, labels(args.models)):
