@@ -1,7 +1,8 @@
 """Greedy, batched generation for scored answers (LongBench, `ratlm eval generate`).
 
-Prompts longer than the prompt budget are cut in the middle at the token level, as LongBench does:
-the first and the last int(budget / 2) tokens are kept. Prompts go through `model.generate` in batches,
+Prompts are encoded with the tokenizer's special tokens (e.g. BOS), as LongBench and ratlm's SFT do;
+those longer than the prompt budget are cut in the middle at the token level, as LongBench does: the
+first and the last int(budget / 2) tokens are kept. Prompts go through `model.generate` in batches,
 padded on the left, greedy, each stopping at EOS (or at an extra stop token, e.g. the newline for
 LongBench's samsum); the answer is the text of the new tokens up to and including the stop token,
 special tokens dropped. `greedy_naive` is the obviously-correct reference: one prompt, no padding, no
@@ -18,6 +19,12 @@ import torch
 
 from ..errors import UserError
 from .common import encode, pad_left
+
+
+def encode_prompt(tok, text: str) -> list:
+    """Prompt ids with the tokenizer's own special tokens (e.g. BOS), as LongBench's pred.py and ratlm's
+    SFT training encode prompts."""
+    return tok(text, add_special_tokens=True)["input_ids"]
 
 
 def truncate_middle(ids: list, budget: int) -> list:
@@ -147,7 +154,7 @@ def evaluate_generation(model, tokenizer, records: list, metric: str, max_new_to
     budget = prompt_budget(model, max_new_tokens, max_length, "--max-new-tokens")
     prompts, truncated = [], 0
     for rec in records:
-        ids = encode(tokenizer, rec["prompt"])
+        ids = encode_prompt(tokenizer, rec["prompt"])
         truncated += len(ids) > budget
         prompts.append(truncate_middle(ids, budget))
     new = greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress=progress)

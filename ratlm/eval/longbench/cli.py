@@ -37,6 +37,10 @@ def register(esub, common, csv_list):
     q.add_argument("-n", "--examples", type=int, default=20, help="examples per task (default 20)")
     q.add_argument("--paragraphs", type=int, default=8, help="paragraphs per example (default 8)")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--sft-examples", type=int, default=0, metavar="N",
+                   help="also write sft_train.jsonl (N records) and sft_test.jsonl (--examples records) of a small "
+                        "prompt/response code-lookup task, for `ratlm train --init-from` and `ratlm eval generate`")
+    q.add_argument("--sft-pairs", type=int, default=4, help="codes listed per SFT prompt (default 4)")
     q.set_defaults(func=_run_mini)
 
     q = esub.add_parser("generate", help="score generated answers of prompt/response JSONL (e.g. SFT test sets)",
@@ -113,10 +117,14 @@ def _run_mini(args):
     from . import mini
 
     _positive(examples=args.examples)
+    if args.sft_examples < 0:
+        raise UserError(f"--sft-examples must be 0 or more, got {args.sft_examples}")
     if args.paragraphs < 2:
         raise UserError(f"--paragraphs must be at least 2, got {args.paragraphs}")
     try:
         paths = mini.write(args.folder, n=args.examples, k=args.paragraphs, seed=args.seed)
+        if args.sft_examples:
+            paths += mini.write_sft(args.folder, args.sft_examples, args.examples, args.sft_pairs, args.seed)
     except ValueError as e:
         raise UserError(str(e)) from None
     print("wrote " + ", ".join(paths))

@@ -11,6 +11,11 @@ all_classes, _id), files named after the LongBench task whose prompt template an
 - multifieldqa_en.jsonl: a needle QA. A sentence "The secret code of the NAME is NUMBER." hidden at a
   random depth among the paragraphs; the question asks for it, the answer is NUMBER (scored by F1).
 
+`lookup_sft(n, pairs, seed)` makes prompt/response records for a small SFT task (for `ratlm train --data
+X.jsonl --init-from ...` and `ratlm eval generate`): a list of "NAME NUMBER" codes, a question for one
+of them, and the number as the response; `longbench-mini --sft-examples N` writes sft_train.jsonl and
+sft_test.jsonl.
+
 The paragraphs are first paragraphs of docstrings of a fixed list of modules, so the exact text depends
 on the Python version; the records are seeded and deterministic for a given one.
 """
@@ -102,6 +107,36 @@ def needle(n: int, k: int, rng: random.Random) -> list:
         chosen.insert(rng.randint(0, k), f"The secret code of the {name} is {code}.")
         out.append(_record("multifieldqa_en", i, "\n\n".join(chosen), f"What is the secret code of the {name}?", code))
     return out
+
+
+def lookup_sft(n: int, pairs: int = 4, seed: int = 0) -> list:
+    """n {"prompt", "response"} records: "Codes: heron 4821, otter 1937, ...\nWhat is the code of the
+    otter?\nAnswer:" -> " 1937"."""
+    if pairs < 1 or pairs > len(NAMES):
+        raise ValueError(f"pairs must be between 1 and {len(NAMES)}")
+    rng = random.Random(f"{seed}-lookup")
+    out = []
+    for _ in range(n):
+        names = rng.sample(NAMES, pairs)
+        codes = [str(rng.randint(1000, 9999)) for _ in names]
+        k = rng.randrange(pairs)
+        listing = ", ".join(f"{a} {c}" for a, c in zip(names, codes))
+        out.append({"prompt": f"Codes: {listing}.\nWhat is the code of the {names[k]}?\nAnswer:",
+                    "response": f" {codes[k]}"})
+    return out
+
+
+def write_sft(folder: str, n_train: int, n_test: int, pairs: int = 4, seed: int = 0) -> list:
+    """FOLDER/sft_train.jsonl and FOLDER/sft_test.jsonl (the test set from another seed)."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for name, n, s in (("sft_train", n_train, seed), ("sft_test", n_test, seed + 1)):
+        path = os.path.join(folder, f"{name}.jsonl")
+        with open(path, "w", encoding="utf-8") as f:
+            for rec in lookup_sft(n, pairs, s):
+                f.write(json.dumps(rec) + "\n")
+        paths.append(path)
+    return paths
 
 
 MAKERS = {"passage_retrieval_en": retrieval, "passage_count": count, "multifieldqa_en": needle}

@@ -14,7 +14,7 @@ import os
 
 from ...errors import UserError
 from ..common import encode, pyplot, table
-from ..generation import decode, greedy_generate, prompt_budget, truncate_middle
+from ..generation import decode, encode_prompt, greedy_generate, prompt_budget, truncate_middle
 from . import score as S
 from . import tasks as T
 
@@ -37,7 +37,7 @@ def predict(model, tok, task: str, records: list, max_length: int | None, batch_
     budget = prompt_budget(model, max_new, max_length, f"LongBench's {task}")
     prompts, cut = [], 0
     for rec in records:
-        ids = encode(tok, prompt(task, rec))
+        ids = encode_prompt(tok, prompt(task, rec))
         cut += len(ids) > budget
         prompts.append(truncate_middle(ids, budget))
     stop, min_new = (), 0
