@@ -102,6 +102,27 @@ def test_mini_tasks_format(tmp_path, capsys):
         assert len(paras) == 4 and str(len(set(paras))) == r["answers"][0]
     assert mini.make("multifieldqa_en", 3, 4, seed=3) == mini.make("multifieldqa_en", 3, 4, seed=3)
     _error(["eval", "longbench-mini", str(tmp_path), "--paragraphs", "1"], capsys, "--paragraphs")
+    assert main(["eval", "longbench-mini", str(tmp_path / "sft"), "-n", "3", "--sft-examples", "5",
+                 "--sft-pairs", "3"]) == 0
+    with open(tmp_path / "sft" / "sft_train.jsonl", encoding="utf-8") as f:
+        train = [json.loads(line) for line in f]
+    with open(tmp_path / "sft" / "sft_test.jsonl", encoding="utf-8") as f:
+        test = [json.loads(line) for line in f]
+    assert len(train) == 5 and len(test) == 3 and train[:3] != test
+    for r in train:  # the response is the code listed for the name asked about
+        name = r["prompt"].split("code of the ")[1].split("?")[0]
+        assert f"{name}{r['response']}," in r["prompt"].replace(".", ",")
+
+
+def test_task_data():
+    from ratlm.eval.longbench import tasks as T
+
+    assert len(T.tasks()) == 21 and len(T.paper_tasks()) == 14 and len(T.e_tasks()) == 13
+    assert T.tasks()["gov_report"]["max_new_tokens"] == 512 and T.tasks()["hotpotqa"]["max_new_tokens"] == 32
+    assert T.tasks()["lcc"]["prompt"] == "Please complete the code given below. \n{context}Next line of code:\n"
+    assert all("{context}" in t["prompt"] for t in T.tasks().values())
+    assert T.resolve(None) == T.paper_tasks() and "narrativeqa" not in T.resolve(["paper"], e=True)
+    assert T.resolve(["all"]) == list(T.tasks())
 
 
 def test_longbench_end_to_end(random_dirs, mini_dir, tmp_path, capsys):
