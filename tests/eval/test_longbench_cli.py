@@ -67,6 +67,26 @@ def test_score_only_e_buckets(tmp_path, capsys):
     assert math.isnan(score_folder(str(d), e=True)["passage_count"]["4-8k"])  # empty bucket: NaN, as LongBench
 
 
+def test_score_only_paper_postprocessing(tmp_path, capsys):
+    d = tmp_path / "pred"
+    d.mkdir()
+    _write(d / "hotpotqa.jsonl", [_pred("\nParis\nQuestion: and London?", ["Paris"])])
+    _write(d / "qmsum.jsonl", [_pred("a b\nQuery: c d", ["a b"])])
+    _write(d / "trec.jsonl", [_pred("Location\nEntity", ["Location"], ["Location", "Entity"])])
+    _write(d / "samsum.jsonl", [_pred("a b\nc d", ["a b c d"])])
+    assert main(["eval", "longbench", "--score-only", str(d)]) == 0
+    with open(d / "result.json", encoding="utf-8") as f:
+        longbench = json.load(f)
+    assert main(["eval", "longbench", "--score-only", str(d), "--postprocess", "paper"]) == 0
+    assert "result_paper.json" in capsys.readouterr().out
+    with open(d / "result_paper.json", encoding="utf-8") as f:
+        paper = json.load(f)
+    assert paper["hotpotqa"] == 100.0 > longbench["hotpotqa"]  # cut before "\nQuestion"
+    assert paper["qmsum"] > longbench["qmsum"]  # cut before "\nQuery"
+    assert paper["trec"] == 50.0 and longbench["trec"] == 100.0  # no first-line rule: both classes found
+    assert paper["samsum"] > longbench["samsum"]  # kept whole
+
+
 def test_score_only_bad_input(tmp_path, capsys):
     d = tmp_path / "bad"
     d.mkdir()

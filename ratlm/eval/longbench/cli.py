@@ -26,6 +26,10 @@ def register(esub, common, csv_list):
     q.add_argument("--e", action="store_true", help="LongBench-E: TASK_e.jsonl data, scores by length bucket "
                    "(0-4k, 4-8k, 8k+)")
     q.add_argument("--score-only", metavar="DIR", help="score the prediction files in DIR and write DIR/result.json")
+    q.add_argument("--postprocess", choices=["longbench", "paper"], default="longbench",
+                   help="longbench (its eval.py: the first line for trec, triviaqa, samsum, lsht; the default) or "
+                        "paper (as the RAT authors score base models: cut before \"\\nQuestion\" / \"\\nQuery\"; "
+                        "written to result_paper.json; not LongBench's numbers)")
     q.set_defaults(func=_run_longbench)
 
     q = esub.add_parser("longbench-mini", help="write small LongBench-format tasks made offline (for demos, tests)",
@@ -75,7 +79,7 @@ def _run_longbench(args):
     if args.score_only:
         if args.models or args.data:
             raise UserError("--score-only scores an existing folder: give no MODEL and no --data")
-        scores = S.score_folder(args.score_only, args.e)
+        scores = S.score_folder(args.score_only, args.e, mode=args.postprocess)
         avgs = S.averages(scores)
         if args.e:
             print(table(["task", *S.BUCKETS], [[t, *[s[b] for b in S.BUCKETS]] for t, s in scores.items()]
@@ -83,7 +87,7 @@ def _run_longbench(args):
         else:
             print(table(["task", "score"],
                         [[t, s] for t, s in scores.items()] + [[f"[{k}]", v] for k, v in avgs.items()]))
-        print(f"wrote {os.path.join(args.score_only, 'result.json')}")
+        print(f"wrote {os.path.join(args.score_only, S.result_name(args.postprocess))}")
         return
     if not args.models:
         raise UserError("give one or more MODEL directories (or --score-only DIR)")
@@ -98,15 +102,16 @@ def _run_longbench(args):
     results = []
     for name, model, tok in _models(args):
         results.append(run.run_model(model, tok, name, data, args.out, args.max_length, args.e, args.batch_size,
-                                     _progress()))
-    print(f"# LongBench{'-E' if args.e else ''} scores (x100); prompts cut in the middle to "
+                                     _progress(), args.postprocess))
+    how = "" if args.postprocess == "longbench" else ", predictions cut as the RAT authors do"
+    print(f"# LongBench{'-E' if args.e else ''} scores (x100){how}; prompts cut in the middle to "
           f"{args.max_length or 'train_length - answer budget'} tokens")
     print(run.print_table(results, args.e))
     os.makedirs(args.out, exist_ok=True)
     stem = "longbench_e" if args.e else "longbench"
     path = write_json(os.path.join(args.out, f"{stem}.json"),
                       {"data": args.data, "tasks": names, "max_length": args.max_length, "limit": args.limit,
-                       "e": args.e, "results": results})
+                       "e": args.e, "postprocess": args.postprocess, "results": results})
     png = os.path.join(args.out, f"{stem}.png")
     run.plot(results, png, args.e)
     preds = os.path.join(args.out, "pred_e" if args.e else "pred")

@@ -64,7 +64,7 @@ def _labelled(progress, label, **kw):
 
 
 def run_model(model, tok, name: str, data: dict, out: str, max_length: int | None = None, e: bool = False,
-              batch_size: int = 8, progress=None) -> dict:
+              batch_size: int = 8, progress=None, mode: str = "longbench") -> dict:
     """Predict and score every task of `data` ({task: records}) for one model. Returns {"name",
     "folder", "scores", "averages", "truncated"}."""
     check_budgets(model, data, max_length)
@@ -76,7 +76,7 @@ def run_model(model, tok, name: str, data: dict, out: str, max_length: int | Non
         lines, cut = predict(model, tok, task, records, max_length, batch_size, bar)
         truncated[task] = cut
         write_predictions(os.path.join(folder, f"{task}.jsonl"), lines)
-    everything = S.score_folder(folder, e)  # and result.json of the folder, as eval.py would write it
+    everything = S.score_folder(folder, e, mode=mode)  # and result.json of the folder, as eval.py writes it
     scores = {t: everything[t] for t in data}
     return {"name": name, "folder": folder, "scores": scores, "averages": S.averages(scores), "truncated": truncated}
 

@@ -8,6 +8,11 @@ newlines); a task's score is 100 x the mean, rounded to 2 decimals. With --e (Lo
 go to length buckets 0-4k (< 4000), 4-8k (< 8000) and 8k+, and each bucket gets 100 x its numpy mean,
 rounded (an empty bucket is NaN, as there). As there, `all_classes` of a file's last line serves the
 whole file. The task is the file name up to its first ".".
+
+postprocess="paper" scores as the RAT authors' scorer does for their base models instead (to compare
+with the paper's Table 3): on the paper's 14 tasks, the prediction is cut before "\nQuestion" (QA tasks,
+trec, triviaqa) or "\nQuery"/"\nQuestion" (qmsum), after leading newlines, and kept whole on the
+summarisation and code tasks and samsum, in place of the first-line rule. Those are not LongBench's numbers.
 """
 from __future__ import annotations
 
@@ -29,28 +34,50 @@ def first_line(prediction: str) -> str:
     return prediction.lstrip("\n").split("\n")[0]
 
 
-def example_score(task: str, prediction: str, answers: list, all_classes=None) -> float:
-    """One example's score in [0, 1] (the first-line rule applied for the few-shot tasks)."""
+POSTPROCESS = ("longbench", "paper")
+
+
+def postprocess(task: str, prediction: str, mode: str = "longbench") -> str:
+    """The prediction as the scorer sees it: LongBench's first-line rule for its few-shot tasks, or with
+    mode="paper" the RAT authors' cut where they have one."""
+    if mode == "paper":
+        markers = T.paper_cut(task)
+        if markers is not None:
+            if not markers:
+                return prediction
+            prediction = prediction.lstrip("\n")
+            for m in markers:
+                prediction = prediction.split(m)[0]
+            return prediction
+    elif mode != "longbench":
+        raise UserError(f"unknown postprocessing {mode!r}; use {' or '.join(POSTPROCESS)}")
     if task in T.first_line_tasks():
-        prediction = first_line(prediction)
+        return first_line(prediction)
+    return prediction
+
+
+def example_score(task: str, prediction: str, answers: list, all_classes=None, mode: str = "longbench") -> float:
+    """One example's score in [0, 1] (the first-line rule applied for the few-shot tasks)."""
+    prediction = postprocess(task, prediction, mode)
     return best_score(T.tasks()[task]["metric"], prediction, answers, all_classes)
 
 
-def task_score(task: str, predictions: list, answers: list, all_classes=None) -> float:
+def task_score(task: str, predictions: list, answers: list, all_classes=None, mode: str = "longbench") -> float:
     """100 x the mean example score, rounded to 2 decimals (summed in file order, as eval.py does)."""
     if not predictions:
         raise UserError(f"no predictions to score for {task}")
     total = 0.0
     for pred, truths in zip(predictions, answers):
-        total += example_score(task, pred, truths, all_classes)
+        total += example_score(task, pred, truths, all_classes, mode)
     return round(100 * total / len(predictions), 2)
 
 
-def task_score_e(task: str, predictions: list, answers: list, lengths: list, all_classes=None) -> dict:
+def task_score_e(task: str, predictions: list, answers: list, lengths: list, all_classes=None,
+                 mode: str = "longbench") -> dict:
     """LongBench-E: {"0-4k", "4-8k", "8k+"} -> 100 x the bucket's mean, rounded; NaN for an empty bucket."""
     scores = {b: [] for b in BUCKETS}
     for pred, truths, length in zip(predictions, answers, lengths):
-        s = example_score(task, pred, truths, all_classes)
+        s = example_score(task, pred, truths, all_classes, mode)
         scores["0-4k" if length < 4000 else "4-8k" if length < 8000 else "8k+"].append(s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # numpy's warning for the mean of an empty bucket
@@ -109,20 +136,24 @@ def prediction_files(folder: str) -> dict:
     return out
 
 
-def score_folder(folder: str, e: bool = False, write: bool = True) -> dict:
+def score_folder(folder: str, e: bool = False, write: bool = True, mode: str = "longbench") -> dict:
     """{task: score} (with e, {task: {bucket: score}}) of a prediction folder; writes FOLDER/result.json
-    in LongBench's format unless write=False."""
+    in LongBench's format unless write=False (result_paper.json with mode="paper")."""
     scores = {}
     for task, path in prediction_files(folder).items():
         preds, answers, classes, lengths = read_predictions(path, need_length=e)
         if e:
-            scores[task] = task_score_e(task, preds, answers, lengths, classes)
+            scores[task] = task_score_e(task, preds, answers, lengths, classes, mode)
         else:
-            scores[task] = task_score(task, preds, answers, classes)
+            scores[task] = task_score(task, preds, answers, classes, mode)
     if write:
-        with open(os.path.join(folder, "result.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(folder, result_name(mode)), "w", encoding="utf-8") as f:
             json.dump(scores, f, ensure_ascii=False, indent=4)
     return scores
+
+
+def result_name(mode: str = "longbench") -> str:
+    return "result.json" if mode == "longbench" else f"result_{mode}.json"
 
 
 def averages(scores: dict) -> dict:

@@ -36,6 +36,11 @@ def first_line_tasks() -> frozenset:
     return frozenset(_data()["first_line_tasks"])
 
 
+def paper_cut(task: str):
+    """The RAT authors' markers for `task` (a list, maybe empty), or None where they have no rule."""
+    return _data()["paper_postprocess"]["cut"].get(task)
+
+
 def category(task: str) -> str:
     return tasks()[task]["category"]
 
