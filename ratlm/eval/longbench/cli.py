@@ -1,7 +1,6 @@
-"""`ratlm eval longbench`, `ratlm eval longbench-mini` and `ratlm eval generate` (registered by ratlm.eval.cli)."""
+"""`ratlm eval longbench`, `ratlm eval longbench-mini` and `ratlm eval generate` (registered by ratlm.eval.cli);
+the work is done by the functions of ratlm.eval.longbench.api."""
 from __future__ import annotations
-
-import os
 
 from ...errors import UserError
 
@@ -63,112 +62,32 @@ def register(esub, common, csv_list):
     q.set_defaults(func=_run_generate)
 
 
-def _positive(**kw):
-    for k, v in kw.items():
-        if v is not None and v < 1:
-            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {v}")
+def _common(args):
+    return {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype, "tokenizer": args.tokenizer,
+            "out": args.out}
 
 
 def _run_longbench(args):
-    from ..cli import _models, _progress
-    from ..common import table, write_json
-    from . import run
-    from . import score as S
-    from . import tasks as T
+    from . import api
 
     if args.score_only:
         if args.models or args.data:
             raise UserError("--score-only scores an existing folder: give no MODEL and no --data")
-        scores = S.score_folder(args.score_only, args.e, mode=args.postprocess)
-        avgs = S.averages(scores)
-        if args.e:
-            print(table(["task", *S.BUCKETS], [[t, *[s[b] for b in S.BUCKETS]] for t, s in scores.items()]
-                        + [[f"[{k}]", *[v[b] for b in S.BUCKETS]] for k, v in avgs.items()]))
-        else:
-            print(table(["task", "score"],
-                        [[t, s] for t, s in scores.items()] + [[f"[{k}]", v] for k, v in avgs.items()]))
-        print(f"wrote {os.path.join(args.score_only, S.result_name(args.postprocess))}")
+        api.score_only(args.score_only, e=args.e, postprocess=args.postprocess)
         return
-    if not args.models:
-        raise UserError("give one or more MODEL directories (or --score-only DIR)")
-    if not args.data:
-        raise UserError("--data is required: a folder of LongBench JSONL files or hf:THUDM/LongBench "
-                        "(make small local ones with `ratlm eval longbench-mini DIR`)")
-    _positive(batch_size=args.batch_size, limit=args.limit)
-    if args.max_length is not None and args.max_length < 2:
-        raise UserError(f"--max-length must be at least 2, got {args.max_length}")
-    names = T.resolve(args.tasks, args.e)
-    data = run.load_data(args.data, names, args.e, args.limit)
-    results = []
-    for name, model, tok in _models(args):
-        results.append(run.run_model(model, tok, name, data, args.out, args.max_length, args.e, args.batch_size,
-                                     _progress(), args.postprocess))
-    how = "" if args.postprocess == "longbench" else ", predictions cut as the RAT authors do"
-    print(f"# LongBench{'-E' if args.e else ''} scores (x100){how}; prompts cut in the middle to "
-          f"{args.max_length or 'train_length - answer budget'} tokens")
-    print(run.print_table(results, args.e))
-    os.makedirs(args.out, exist_ok=True)
-    stem = "longbench_e" if args.e else "longbench"
-    path = write_json(os.path.join(args.out, f"{stem}.json"),
-                      {"data": args.data, "tasks": names, "max_length": args.max_length, "limit": args.limit,
-                       "e": args.e, "postprocess": args.postprocess, "results": results})
-    png = os.path.join(args.out, f"{stem}.png")
-    run.plot(results, png, args.e)
-    preds = os.path.join(args.out, "pred_e" if args.e else "pred")
-    print(f"wrote {path} and {png}; prediction files and result.json under {preds}")
+    api.longbench(args.models, args.data, tasks=args.tasks, max_length=args.max_length, limit=args.limit, e=args.e,
+                  postprocess=args.postprocess, **_common(args))
 
 
 def _run_mini(args):
-    from . import mini
+    from . import api
 
-    _positive(examples=args.examples)
-    if args.sft_examples < 0:
-        raise UserError(f"--sft-examples must be 0 or more, got {args.sft_examples}")
-    if args.paragraphs < 2:
-        raise UserError(f"--paragraphs must be at least 2, got {args.paragraphs}")
-    try:
-        paths = mini.write(args.folder, n=args.examples, k=args.paragraphs, seed=args.seed)
-        if args.sft_examples:
-            paths += mini.write_sft(args.folder, args.sft_examples, args.examples, args.sft_pairs, args.seed)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    print("wrote " + ", ".join(paths))
-
-
-def _read_records(path):
-    from ...data.corpus import jsonl_records
-
-    if not os.path.isfile(path):
-        raise UserError(f"--data {path}: no such file")
-    records = []
-    for n, rec in jsonl_records(path):
-        if not (isinstance(rec, dict) and isinstance(rec.get("prompt"), str) and isinstance(rec.get("response"), str)):
-            raise UserError(f"{path}:{n}: a line needs string fields \"prompt\" and \"response\"")
-        if not rec["prompt"]:
-            raise UserError(f"{path}:{n}: the prompt is empty")
-        records.append(rec)
-    if not records:
-        raise UserError(f"{path} holds no records")
-    return records
+    api.longbench_mini(args.folder, examples=args.examples, paragraphs=args.paragraphs, seed=args.seed,
+                       sft_examples=args.sft_examples, sft_pairs=args.sft_pairs)
 
 
 def _run_generate(args):
-    from ..cli import _models, _progress
-    from ..common import table, write_json
-    from ..generation import evaluate_generation
+    from . import api
 
-    _positive(batch_size=args.batch_size, limit=args.limit, max_new_tokens=args.max_new_tokens)
-    if args.max_length is not None and args.max_length < 2:
-        raise UserError(f"--max-length must be at least 2, got {args.max_length}")
-    records = _read_records(args.data)[:args.limit]
-    results = []
-    for name, model, tok in _models(args):
-        r = evaluate_generation(model, tok, records, args.metric, args.max_new_tokens, args.max_length,
-                                args.batch_size, _progress())
-        results.append({"name": name, **r})
-    print(table(["model", args.metric, "examples", "prompts cut", "prompt budget", "answer budget", "new tokens"],
-                [[r["name"], r["score"], r["n"], r["truncated"], r["max_length"], r["max_new_tokens"],
-                  r["mean_new_tokens"]] for r in results]))
-    path = write_json(os.path.join(args.out, "generate.json"), {"data": args.data, "metric": args.metric,
-                                                                "results": results})
-    print(f"wrote {path}")
+    api.generate(args.models, args.data, args.metric, max_new_tokens=args.max_new_tokens, max_length=args.max_length,
+                 limit=args.limit, **_common(args))
