@@ -6,6 +6,7 @@
 
 Modules: tasks (the benchmark's per-task data), metrics (its answer metrics), score (its eval.py:
 prediction files -> result.json), data (reading its JSONL files or the Hugging Face dataset), mini (a
-local generator of small tasks in its format), run (prediction + scoring + table for several models).
+local generator of small tasks in its format), run (prediction + scoring + table for several models),
+api (the commands as Python functions).
 Generation itself is ratlm.eval.generation, shared with `ratlm eval generate`.
 """
