@@ -132,6 +132,7 @@ def plot(results: list, png: str, e: bool = False):
             ax.bar(x + k * w, [np.nan if b[1 + k] is None else b[1 + k] for b in body], w, label=r["name"])
         ax.set_xticks(x + 0.4 - w / 2, labels, rotation=60, ha="right", fontsize=8)
         ax.set_ylabel("score")
+        ax.set_ylim(0, max(1.0, max((b[k] or 0) for b in body for k in range(1, len(results) + 1)) * 1.1))
     ax.set_title("ratlm eval longbench" + (" (LongBench-E)" if e else ""))
     ax.legend(fontsize=8)
     fig.savefig(png, dpi=120)
