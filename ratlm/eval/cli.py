@@ -1,4 +1,5 @@
-"""`ratlm eval ...`: perplexity, length generalisation, retrieval, lm-evaluation-harness.
+"""`ratlm eval ...`: perplexity, length generalisation, retrieval, lm-evaluation-harness, LongBench and
+generation-scored tasks (the last two in ratlm/eval/longbench/cli.py).
 
 Every subcommand takes one or more model directories and prints one comparison table; results go to
 JSON (and PNG) files under --out.
@@ -12,13 +13,15 @@ from ..errors import UserError
 
 
 def register(sub):
-    p = sub.add_parser("eval", help="evaluate models: perplexity, length generalisation, retrieval, lm-eval",
+    p = sub.add_parser("eval", help="evaluate models: perplexity, length generalisation, retrieval, lm-eval, "
+                                    "LongBench, generated answers",
                        description="Evaluate one or more model directories; each command prints one table "
                                    "comparing them and writes JSON (and a PNG) under --out.")
-    esub = p.add_subparsers(dest="eval_cmd", metavar="{ppl,length,retrieval,lm-eval}")
+    esub = p.add_subparsers(dest="eval_cmd", metavar="{ppl,length,retrieval,lm-eval,longbench,longbench-mini,generate}")
 
-    def common(q, out=True):
-        q.add_argument("models", nargs="+", metavar="MODEL", help="model directories (save_pretrained + tokenizer)")
+    def common(q, out=True, models=True):
+        if models:
+            q.add_argument("models", nargs="+", metavar="MODEL", help="model directories (save_pretrained + tokenizer)")
         q.add_argument("--device", help="cpu or cuda (default: cuda if available)")
         q.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                        help="default: float32 on CPU, bfloat16 on CUDA")
@@ -83,7 +86,10 @@ def register(sub):
                                     "locally) are always available; the harness's own tasks need their "
                                     "datasets. For every lm_eval option use `python -m ratlm.eval.harness`.")
     common(q)
-    q.add_argument("--tasks", type=csv_list(str), required=True, help="comma list, e.g. ratlm_passkey,lambada_openai")
+    q.add_argument("--tasks", type=csv_list(str), required=True,
+                   help="comma list, e.g. ratlm_passkey,lambada_openai; 'paper' stands for the paper's six "
+                        "short-context tasks (piqa, arc_easy, arc_challenge, winogrande, lambada_openai, "
+                        "hellaswag), whose datasets lm_eval downloads (needs the network)")
     q.add_argument("--include-path", action="append", default=[], help="extra folder of task YAML files")
     q.add_argument("--limit", type=float, help="examples per task (a count, or a fraction below 1)")
     q.add_argument("--num-fewshot", type=int)
@@ -93,11 +99,15 @@ def register(sub):
                    help="task metadata, repeatable; the ratlm_* tasks take n, seed and the generator's options "
                         "(e.g. -o length=1024 -o n=100)")
     q.set_defaults(func=_run_lm_eval)
+    from .longbench.cli import register as register_longbench
+
+    register_longbench(esub, common, csv_list)
     p.set_defaults(func=_need_subcommand)
 
 
 def _need_subcommand(args):
-    raise UserError("choose an evaluation: `ratlm eval ppl|length|retrieval|lm-eval` (see ratlm eval -h)")
+    raise UserError("choose an evaluation: `ratlm eval ppl|length|retrieval|lm-eval|longbench|longbench-mini|generate` "
+                    "(see ratlm eval -h)")
 
 
 def _models(args):
@@ -143,13 +153,14 @@ def _run_lm_eval(args):
     from ..runtime import pick_device
     from .api import check_positive
     from .common import labels, table, write_json
-    from .harness import _require, run
+    from .harness import _require, expand_tasks, run
 
     try:
         _require()
     except ImportError as e:
         raise UserError(str(e)) from None
     check_positive(batch_size=args.batch_size, max_length=args.max_length)
+    args.tasks = expand_tasks(args.tasks)
     device = pick_device(args.device)
     results, rows = {}, {}
     for path, name in zip(args.models, labels(args.models)):

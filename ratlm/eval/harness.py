@@ -4,6 +4,7 @@ lm_eval loads models with transformers' Auto classes, which know ratlm only once
 run. Two ways that do it:
 
     ratlm eval lm-eval runs/rat --tasks ratlm_passkey,ratlm_mqar --limit 50     # one table for all models
+    ratlm eval lm-eval runs/rat --tasks paper      # the paper's six short-context tasks (needs the network)
     python -m ratlm.eval.harness --model hf --model_args pretrained=runs/rat --tasks ratlm_passkey
                                  # = the `lm_eval` command with ratlm imported and its tasks included
 
@@ -24,6 +25,20 @@ def _require():
         import lm_eval  # noqa: F401
     except ImportError:
         raise ImportError("lm-evaluation-harness is not installed: pip install 'ratlm[eval]' (or lm-eval)") from None
+
+
+# `--tasks paper`: the paper's six short-context (commonsense reasoning) tasks. The list is the one the
+# authors' follow-up repository (wimh966/rat-plus, README "CommonSense reasoning") passes to lm_eval; their
+# datasets are downloaded by lm_eval, so these need the network.
+PAPER_TASKS = ("piqa", "arc_easy", "arc_challenge", "winogrande", "lambada_openai", "hellaswag")
+
+
+def expand_tasks(tasks):
+    """The task list with "paper" replaced by PAPER_TASKS (duplicates dropped, order kept)."""
+    out = []
+    for t in tasks:
+        out.extend(PAPER_TASKS if t == "paper" else [t])
+    return list(dict.fromkeys(out))
 
 
 # lm_eval grades the whole response, so MQAR asks one query (the later keys would be graded too)

@@ -15,7 +15,8 @@ SPECIAL = dict(pad_token_id=256, bos_token_id=257, eos_token_id=258)
 def passkey_alphabet():
     """Every character a passkey record (noise haystack) or an MQAR record can hold."""
     recs = synthetic.records("passkey", 20, 0, length=400)
-    return sorted(set("".join(r["prompt"] + r["response"] for r in recs)) | set(string.ascii_lowercase + string.digits + ":"))
+    chars = set("".join(r["prompt"] + r["response"] for r in recs))
+    return sorted(chars | set(string.ascii_lowercase + string.digits + ":"))
 
 
 def copy_model(alphabet, k=7, train_length=256):
@@ -132,4 +133,14 @@ def random_dirs(tmp_path_factory):
 def text_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "text.txt"
     path.write_text(TEXT)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def mini_dir(tmp_path_factory):
+    """Small LongBench-format tasks (ratlm eval longbench-mini): 3 examples of 3 paragraphs per task."""
+    from ratlm.eval.longbench import mini
+
+    path = tmp_path_factory.mktemp("longbench_mini")
+    mini.write(str(path), n=3, k=3, seed=0)
     return str(path)
