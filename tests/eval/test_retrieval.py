@@ -3,7 +3,7 @@ import json
 import string
 
 import torch
-from conftest import copy_model
+from eval_models import copy_model
 
 from ratlm.cli import main
 from ratlm.data.synthetic import records
