@@ -27,6 +27,7 @@ import inspect
 import json
 import os
 import random
+import warnings
 
 MODULES = ("argparse", "base64", "bisect", "calendar", "codecs", "collections", "contextlib", "copy", "csv",
            "dataclasses", "datetime", "decimal", "difflib", "enum", "fnmatch", "fractions", "functools",
@@ -54,7 +55,9 @@ def paragraphs(min_words: int = 12, max_words: int = 60) -> tuple:
             obj = getattr(module, attr)
             if not (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)):
                 continue
-            doc = inspect.getdoc(obj) or ""
+            with warnings.catch_warnings():  # typing.io / typing.re warn when their docstrings are read
+                warnings.simplefilter("ignore", DeprecationWarning)
+                doc = inspect.getdoc(obj) or ""
             para = " ".join(doc.split("\n\n")[0].split())
             if min_words <= len(para.split()) <= max_words and para not in seen and "{" not in para:
                 seen.add(para)
