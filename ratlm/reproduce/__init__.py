@@ -1,10 +1,10 @@
 """`ratlm reproduce`: the paper's findings at small scale, in one command, written up in RESULTS.md.
 
-Each step is a public command (`ratlm train`, `ratlm eval ppl|length|retrieval`, `ratlm bench
-layer|generate`): it runs in this process through the command's Python function (ratlm.train.api.run,
-ratlm.eval.api.*, ratlm.bench.api.*), one after the other, each with its output in WORK/logs/ID.log, and
-its command line is recorded so that each step can be rerun by hand (plan.Step makes both from the same
-values). Then it gathers the JSON files the
+Each step is a public command (`ratlm train`, `ratlm eval ppl|length|retrieval|longbench-mini|generate`,
+`ratlm bench layer|generate`): it runs in this process through the command's Python function
+(ratlm.train.api.run, ratlm.eval.api.*, ratlm.eval.longbench.api.*, ratlm.bench.api.*), one after the
+other, each with its output in WORK/logs/ID.log, and its command line is recorded so that each step can
+be rerun by hand (plan.Step makes both from the same values). Then it gathers the JSON files the
 commands wrote into OUT/results/results.json and renders OUT/RESULTS.md from that file alone: every
 number of the write-up comes from a JSON file written by the run.
 
@@ -18,6 +18,9 @@ The plan (`plan.py`):
   retrieval  the LM models of attention, RAT(16), RAT(64) and the RNN fine-tuned on a synthetic
              retrieval task (`--data synthetic:TASK`), then `ratlm eval retrieval` at the trained
              length and longer
+  sft        the SFT code-lookup task written by `ratlm eval longbench-mini --sft-examples`, the LM models of
+             RAT(16) and attention fine-tuned on it (`ratlm train --data sft_train.jsonl --init-from`), then
+             base and fine-tuned models scored on generated answers (`ratlm eval generate`, code_sim and exact)
   bench      `ratlm bench layer` and `ratlm bench generate`
 
 A rerun with the same settings and --work skips the steps already done (each leaves a marker in

@@ -19,7 +19,8 @@ MIN_BAND_PCT = 1.0   # perplexity differences below max(1%, seed spread) are noi
 RETRIEVAL_CLOSE = 0.10
 RETRIEVAL_WEAKER = 0.05
 RETRIEVAL_LEARNED = 0.20
-LABELS = {"rnn": "RNN", "rat64": "RAT(64)"}
+SFT_MARGIN = 5.0     # a fine-tuned model beats its base when its score (0-100) is higher by more than this
+LABELS = {"rnn": "RNN", "rat64": "RAT(64)", "rat16": "RAT(16)", "attention": "attention"}
 MISSING = "a run is missing"
 
 
@@ -277,6 +278,47 @@ def speed_cells(c):
 
 
 # --------------------------------------------------------------------------------------------------
+# 7. SFT: a language model fine-tuned on a task (loss on the responses) beats its base on generated answers.
+# A gap counts only when it is larger than SFT_MARGIN points and than twice the paired standard error of
+# the difference (from the per-example scores)
+
+
+def judge_sft(results):
+    sft = results.get("sft")
+    metric = (results["settings"].get("sft_metrics") or ["code_sim"])[0]
+    c = {"title": "SFT: the fine-tuned model beats its base on the generated answers",
+         "paper": {"tasks": "NarrativeQA, QMSum (LongBench metrics)"},
+         "ours": {"metric": metric, "margin": SFT_MARGIN, "scores": {}},
+         "rule": f"each fine-tuned model's {metric} score (0-100) on the test records against its base model's: "
+                 f"it beats the base when higher by more than max({SFT_MARGIN:g} points, twice the paired standard "
+                 "error of the difference); reproduces when every fine-tuned model does, partly when some do, does "
+                 "not reproduce when none does"}
+    if not sft:
+        return _judged(c, "inconclusive", "not run: these results have no SFT stage")
+    scores = {n: m[metric] for n, m in sft["scores"].items() if metric in m}
+    if not scores:
+        return _judged(c, "inconclusive", MISSING)
+    beats = {}
+    for name, r in scores.items():
+        margin = max(SFT_MARGIN, 2 * (r["se"] or 0.0))
+        beats[name] = r["gap"] > margin
+        c["ours"]["scores"][name] = {"base": r["base"], "tuned": r["tuned"], "gap": r["gap"], "margin": margin}
+    verdict = ("reproduces" if all(beats.values()) else "does not reproduce" if not any(beats.values())
+               else "partly reproduces")
+    return _judged(c, verdict, "; ".join(
+        f"{LABELS.get(n, n)} {r['base']:g} -> {r['tuned']:g} ({r['gap']:+.2f}, "
+        f"{'beyond' if beats[n] else 'not beyond'} {c['ours']['scores'][n]['margin']:.2f})"
+        for n, r in scores.items()))
+
+
+def sft_cells(c):
+    o = c["ours"]
+    here = ", ".join(f"{LABELS.get(n, n)} {f(r['base'], 2)} -> {f(r['tuned'], 2)}" for n, r in o["scores"].items())
+    return (f"fine-tuned models scored on {c['paper']['tasks']}",
+            f"{o['metric']}: {here}" if here else "not run")
+
+
+# --------------------------------------------------------------------------------------------------
 # all of them
 
 
@@ -290,7 +332,8 @@ class Rule:
 
 RULES = (Rule("ppl", judge_ppl, ppl_cells), Rule("hybrid", judge_hybrid, hybrid_cells),
          Rule("chunk", judge_chunk, chunk_cells), Rule("length", judge_length, length_cells),
-         Rule("retrieval", judge_retrieval, retrieval_cells), Rule("speed", judge_speed, speed_cells))
+         Rule("retrieval", judge_retrieval, retrieval_cells), Rule("speed", judge_speed, speed_cells),
+         Rule("sft", judge_sft, sft_cells))
 RULE_BY_ID = {r.id: r for r in RULES}
 
 

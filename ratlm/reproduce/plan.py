@@ -10,7 +10,7 @@ import shutil
 import time
 from collections.abc import Callable
 
-STAGES = ("lm", "lm-eval", "retrieval", "bench")
+STAGES = ("lm", "lm-eval", "retrieval", "sft", "bench")
 FORMAT = "ratlm-reproduce-v1"
 
 # The paper's numbers (Wei et al., 2025, arXiv 2507.04416): 1.3B models, 100B tokens, training length 4096.
@@ -63,6 +63,16 @@ class Settings:
     retrieval_lr: float
     retrieval_eval: dict           # task -> lengths, depths: what every fine-tuned model is scored on
     retrieval_examples: int
+    sft_variants: list             # the language models fine-tuned on the SFT task (`ratlm train --init-from`)
+    sft_examples: int              # training records of the code-lookup task (`longbench-mini --sft-examples`)
+    sft_test: int                  # test records (`longbench-mini -n`)
+    sft_pairs: int                 # codes listed per prompt
+    sft_paragraphs: int            # paragraphs per example of the mini LongBench tasks written beside them
+    sft_seq_len: int
+    sft_steps: int
+    sft_lr: float
+    sft_metrics: list              # `ratlm eval generate --metric`, each a step; the first one is judged
+    sft_max_new_tokens: int
     bench_layer: dict
     bench_generate: dict
 
@@ -91,6 +101,10 @@ FULL = dict(
                     "passkey": {"lengths": [256, 512], "depths": [0.0, 0.5, 1.0]},
                     "niah": {"lengths": [256, 512], "depths": [0.0, 0.5, 1.0]}},
     retrieval_examples=20,
+    # the code-lookup SFT task of `ratlm eval longbench-mini` (one code per prompt: a copy the tiny models learn in
+    # a few hundred steps), scored on generated answers
+    sft_variants=["rat16", "attention"], sft_examples=4000, sft_test=100, sft_pairs=1, sft_paragraphs=2,
+    sft_seq_len=80, sft_steps=300, sft_lr=2e-3, sft_metrics=["code_sim", "exact"], sft_max_new_tokens=8,
     bench_layer=dict(lengths=[1024, 4096, 16384], modes=["train", "prefill", "decode"],
                      mixers=["attention", "swa", "rnn", "rat16"], repeats=3, warmup=1),
     bench_generate=dict(size="small", prompt_len=4096, batch=8, new_tokens=32, repeats=2, warmup=1),
@@ -104,6 +118,7 @@ QUICK = dict(
     retrieval_eval={"mqar": {"lengths": [48], "depths": [0.0, 1.0]},
                     "passkey": {"lengths": [160], "depths": [0.0, 1.0]},
                     "niah": {"lengths": [160], "depths": [0.0, 1.0]}},
+    sft_examples=200, sft_test=8, sft_steps=4,
     bench_layer=dict(lengths=[64, 128], modes=["train", "prefill", "decode"],
                      mixers=["attention", "swa", "rnn", "rat16"], repeats=1, warmup=0, hidden=64, heads=2, window=32),
     bench_generate=dict(size="tiny", prompt_len=64, batch=2, new_tokens=4, repeats=1, warmup=0),
@@ -346,6 +361,7 @@ def plan(s, work, out, widths, timing, device="cpu", threads=None):
             models=tuned, short={"options": "-o", "examples": "-n"})
         steps.append(Step(f"retrieval-eval-{etask}", "retrieval", f"{etask} accuracy of the {task} models", argv,
                           call, ev + len(tuned) * tokens / fwd * 2))
+    steps += sft_steps(s, work, out, timing, device, threads)
     # benchmarks
     bl, bg = s.bench_layer, s.bench_generate
     argv, call = _command(["bench", "layer"], bench.layer, {
@@ -358,6 +374,59 @@ def plan(s, work, out, widths, timing, device="cpu", threads=None):
         "warmup": bg["warmup"], "repeats": bg["repeats"], **run_opts, "out": os.path.join(res, "bench")},
         record=True)
     steps.append(Step("bench-generate", "bench", "generation throughput", argv, call, timing["bench_generate"]))
+    return steps
+
+
+def sft_data_dir(work):
+    return os.path.join(work, "sft", "data")
+
+
+def sft_models(s, work):
+    """[(variant, base model folder, fine-tuned model folder)] of the SFT stage."""
+    models = os.path.join(work, "models")
+    return [(n, os.path.join(models, n), os.path.join(models, f"sft-{n}")) for n in s.sft_variants]
+
+
+def sft_steps(s, work, out, timing, device="cpu", threads=None):
+    """The SFT stage: write the code-lookup task (`ratlm eval longbench-mini --sft-examples`), fine-tune each
+    of the sft_variants' language models on it (`ratlm train --init-from`, loss on the responses), and score
+    every base and fine-tuned model on the test records' generated answers (`ratlm eval generate`), one step
+    per metric."""
+    from ..eval.longbench import api as longbench
+
+    steps = []
+    data = sft_data_dir(work)
+    options = {"examples": s.sft_test, "paragraphs": s.sft_paragraphs, "seed": s.seed,
+               "sft_examples": s.sft_examples, "sft_pairs": s.sft_pairs}
+    argv = ["eval", "longbench-mini", data, *_flags(options, short={"examples": "-n"})]
+    steps.append(Step("sft-data", "sft", "write the SFT task", argv,
+                      functools.partial(longbench.longbench_mini, data, **options),
+                      1.0 + (s.sft_examples + s.sft_test) / REFERENCE["sft_records_per_s"]))
+    models = os.path.join(work, "models")
+    evaluated = []
+    for name, base, tuned in sft_models(s, work):
+        rdir = os.path.join(work, "sft", name)
+        argv, call = _train({
+            "init_from": base, "data": os.path.join(data, "sft_train.jsonl"), "seq_len": s.sft_seq_len,
+            "batch_size": s.batch_size, "micro_batch_size": s.micro_batch_size, "max_steps": s.sft_steps,
+            "lr": s.sft_lr, "min_lr": s.sft_lr / 10, "seed": s.seed, "eval_every": 0, "eval_batches": s.eval_batches,
+            "save_every": 0, "log_every": max(1, s.sft_steps // 10), "progress": "false",
+            "device": device, "threads": threads or None, "out": rdir})
+        step_s = timing["step"].get(name, timing["step_default"]) * s.sft_seq_len / s.seq_len
+        steps.append(Step(f"sft-{name}", "sft", f"fine-tune {name} on the SFT task", argv, call,
+                          timing["overhead"] + s.sft_steps * step_s,
+                          after=_linker(os.path.join(rdir, "model"), tuned),
+                          shell=[_link_line(os.path.join(rdir, "model"), tuned, models)]))
+        evaluated += [base, tuned]
+    per_model = (s.sft_test * (s.sft_seq_len + s.sft_max_new_tokens) / timing["forward_tok_s"]
+                 + -(-s.sft_test // 8) * s.sft_max_new_tokens * timing["decode_step_s"])
+    for metric in s.sft_metrics:
+        argv, call = _command(["eval", "generate"], longbench.generate, {
+            "data": os.path.join(data, "sft_test.jsonl"), "metric": metric,
+            "max_new_tokens": s.sft_max_new_tokens, "batch_size": 8, "device": device,
+            "out": os.path.join(out, "results", "sft", metric)}, models=evaluated)
+        steps.append(Step(f"sft-eval-{metric}", "sft", f"{metric} of the base and fine-tuned models' answers",
+                          argv, call, 1.0 + len(evaluated) * per_model))
     return steps
 
 
@@ -383,6 +452,7 @@ REFERENCE = {  # measured on 2 idle cores (see docs/RESULTS.md); scaled by this 
     "overhead": 2.0,              # seconds per training command: reading the corpus, writing the model
     "sft_records_per_s": 15000.0,  # synthetic records made and tokenised per second
     "forward_tok_s": 45000.0,     # tiny model forward tokens/s at seq_len 256
+    "decode_step_s": 0.01,        # one greedy decoding step of a batch of 8 (tiny model)
     "bench_layer": 120.0,
     "bench_generate": 180.0,
 }
@@ -430,7 +500,8 @@ def timing_model(s, step_times):
     ref_step = 0.29 * s.tokens_per_step / (16 * 256)
     speed = ref_step / step_times.get("attention", ref_step) if step_times else 1.0
     t = {"step": dict(step_times), "step_default": max(step_times.values()) if step_times else ref_step,
-         "overhead": REFERENCE["overhead"], "forward_tok_s": REFERENCE["forward_tok_s"] * speed}
+         "overhead": REFERENCE["overhead"], "forward_tok_s": REFERENCE["forward_tok_s"] * speed,
+         "decode_step_s": REFERENCE["decode_step_s"] / speed}
     scale = 1.0 if s.mode == "full" else 0.02
     t["bench_layer"] = REFERENCE["bench_layer"] * scale / speed
     t["bench_generate"] = REFERENCE["bench_generate"] * scale / speed

@@ -51,7 +51,8 @@ def _summary(results):
          "Each verdict follows a rule fixed before the run (stated in its section). Perplexity differences are "
          "compared with the seed-to-seed spread: " + _noise_text(results) + "."]
     for r in results.get("rejudged", []):
-        changed = "; ".join(f"{results_title(results, k)}: {a} -> {b}" for k, (a, b) in r["changed"].items())
+        changed = "; ".join(f"{results_title(results, k)}: {a or 'not judged'} -> {b}"
+                            for k, (a, b) in r["changed"].items())
         L += ["", f"*Re-judged on {r['date']} by `ratlm reproduce --rejudge` (commit {r['git_commit']}): the same "
                   "numbers under the rules of that version, which changed after the run; "
                   + (f"verdicts changed: {changed}." if changed else "no verdict changed.") + "*"]
@@ -183,6 +184,35 @@ def _retrieval(results):
     return L + [_retrieval_text(results), ""]
 
 
+def _sft(results):
+    c, sft = _claim(results, "sft"), results.get("sft")
+    L = ["## Fine-tuning (SFT)", "",
+         "Paper: models fine-tuned on long-context tasks (NarrativeQA, QMSum) and scored on their generated answers "
+         "with LongBench's metrics. " + _verdict(c), ""]
+    if not sft:
+        return L + ["Not run: these results come from a run made before `ratlm reproduce` had its SFT stage; a "
+                    "new run adds it.", ""]
+    s = results["settings"]
+    rows = [[LABEL[n], f(t["train_loss"]), f(t["val_loss"]), _seconds(t["train_seconds"])]
+            for n, t in sft["train"].items()]
+    L += [f"The code-lookup task of `ratlm eval longbench-mini --sft-examples` (prompt: a list of "
+          f"{s['sft_pairs']} name/code pair(s) and a question about one name; response: its 4-digit code): "
+          f"{f(s['sft_examples'])} training records, {s['sft_test']} test records from another seed. Each language "
+          f"model of {', '.join(LABEL[n] for n in s['sft_variants'])} is fine-tuned on them (`ratlm train --data "
+          f"sft_train.jsonl --init-from`, loss on the responses only) for {s['sft_steps']} steps of "
+          f"{s['batch_size']} rows x {s['sft_seq_len']} tokens, then the base and the fine-tuned model answer the "
+          f"test prompts by greedy generation (`ratlm eval generate`, at most {s['sft_max_new_tokens']} new "
+          "tokens), scored 0-100 with LongBench's code similarity (`code_sim`: edit similarity of the first line) "
+          "and exact match (`exact`). The commands are in [Commands](#commands).", "",
+          table(["variant", "final train loss", "validation loss", "time"], rows), ""]
+    metrics = list(next(iter(sft["scores"].values())))
+    rows = [[LABEL[n], m, f(r["base"], 2), f(r["tuned"], 2), f"{r['gap']:+.2f}", f(r["se"], 2), r["n"]]
+            for n, per in sft["scores"].items() for m, r in per.items()]
+    return L + [f"Scores on the test records ({', '.join(metrics)}; gap: fine-tuned less base, with the paired "
+                "standard error of the gap):", "",
+                table(["variant", "metric", "base", "fine-tuned", "gap", "std. error", "records"], rows), ""]
+
+
 def _speed(results):
     paper, c, bench = results["paper"], _claim(results, "speed"), results["bench"]
     bm, gm = bench["layer_meta"], bench["generate_meta"]
@@ -226,7 +256,8 @@ def _commands(results):
 
 WRITERS = {"Summary": _summary, "Setup": _setup, "Perplexity": _perplexity,
            "Hybrids with sliding-window attention": _hybrids, "Chunk length": _chunk_length,
-           "Length generalisation": _length, "Retrieval": _retrieval, "Speed": _speed, "Every run": _every_run,
+           "Length generalisation": _length, "Retrieval": _retrieval, "Fine-tuning (SFT)": _sft,
+           "Speed": _speed, "Every run": _every_run,
            "Commands": _commands}
 SECTIONS = list(WRITERS)
 

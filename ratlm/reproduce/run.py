@@ -30,6 +30,7 @@ from .plan import (
     lm_runs,
     plan,
     settings,
+    sft_models,
     timing_model,
 )
 from .report import plot_lm_loss, read_jsonl, render
@@ -133,6 +134,39 @@ def _safetensors_params(model_dir):
 
 
 
+def _paired_se(a, b):
+    """The standard error (x100) of the mean of the per-example differences b - a (scores in 0..1)."""
+    d = [y - x for x, y in zip(a, b)]
+    if len(d) < 2:
+        return None
+    mean = sum(d) / len(d)
+    return 100 * math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+
+
+def gather_sft(s, work, res, train_copy):
+    """The SFT stage's numbers: each fine-tune's training, and each metric's scores of base and fine-tuned
+    model with the gap and its paired standard error (from the per-example scores of `ratlm eval generate`)."""
+    out = {"train": {}, "scores": {}}
+    for name, _, _ in sft_models(s, work):
+        folder = os.path.join(work, "sft", name)
+        recs = read_jsonl(os.path.join(folder, "metrics.jsonl"))
+        shutil.copyfile(os.path.join(folder, "metrics.jsonl"), os.path.join(train_copy, f"sft-{name}.metrics.jsonl"))
+        last = [r for r in recs if "loss" in r][-1]
+        val = [r for r in recs if "val_loss" in r]
+        out["train"][name] = {"steps": last["step"], "train_loss": last["loss"], "train_seconds": last["time"],
+                              "val_loss": val[-1]["val_loss"] if val else None}
+    for metric in s.sft_metrics:
+        data = _read_json(os.path.join(res, "sft", metric, "generate.json"))["results"]
+        for i, (name, _, _) in enumerate(sft_models(s, work)):
+            base, tuned = data[2 * i], data[2 * i + 1]
+            scores = [[p["score"] for p in r["predictions"]] for r in (base, tuned)]
+            out["scores"].setdefault(name, {})[metric] = {
+                "base": base["score"], "tuned": tuned["score"], "gap": round(tuned["score"] - base["score"], 2),
+                "se": _paired_se(*scores), "n": tuned["n"], "mean_new_tokens": [base["mean_new_tokens"],
+                                                                              tuned["mean_new_tokens"]]}
+    return out
+
+
 def gather(s, steps, work, out, widths, target, heldout, calibration, meta):
     """results.json: everything the write-up shows, read from the files the commands wrote."""
     res = os.path.join(out, "results")
@@ -205,6 +239,8 @@ def gather(s, steps, work, out, widths, target, heldout, calibration, meta):
         entry["eval"][etask] = per
     retrieval[task] = entry
 
+    sft = gather_sft(s, work, res, train_copy)
+
     bench = {"layer": [], "generate": []}
     layer = _read_json(os.path.join(res, "bench", "bench_layer.json"))
     for r in layer["results"]:
@@ -226,14 +262,16 @@ def gather(s, steps, work, out, widths, target, heldout, calibration, meta):
         "format": FORMAT, "mode": s.mode, "setup": meta, "paper": PAPER,
         "settings": dataclasses.asdict(s),
         "budget": {"tokens_per_step": s.tokens_per_step, "tokens_per_model": s.tokens_per_step * s.lm_steps,
-                   "retrieval_tokens_per_step": s.batch_size * s.retrieval_per_row * (s.retrieval_train_length + 1)},
+                   "retrieval_tokens_per_step": s.batch_size * s.retrieval_per_row * (s.retrieval_train_length + 1),
+                   "sft_tokens_per_step": s.batch_size * s.sft_seq_len},
         "calibration": calibration,
         "params": {"attention": target,
                    "variants": {n: {"intermediate_size": i, "params": p, "vs_attention_pct": change_pct(p, target)}
                                 for n, (i, p) in widths.items()}},
         "heldout": {k: v for k, v in heldout.items() if k != "files"} | {"n_files": len(heldout["files"]),
                                                                          "files": heldout["files"]},
-        "lm": lm, "length": length_info, "noise": noise, "retrieval": retrieval, "bench": bench,
+        "lm": lm, "length": length_info, "noise": noise, "retrieval": retrieval, "sft": sft,
+        "bench": bench,
         "steps": [{"n": i, "id": st.id, "stage": st.stage, "title": st.title, "command": st.command, "shell": st.shell,
                    "estimate_s": st.estimate_s, "seconds": getattr(st, "seconds", None),
                    "status": getattr(st, "status", None)} for i, st in enumerate(steps, 1)],
@@ -263,7 +301,8 @@ examples:
 def register(sub):
     p = sub.add_parser("reproduce", help="reproduce the paper's findings at small scale and write RESULTS.md",
                        description="Train tiny attention, RNN, RAT and hybrid models with equal parameters and "
-                                   "budgets, evaluate them (perplexity, length generalisation, retrieval), "
+                                   "budgets, evaluate them (perplexity, length generalisation, retrieval, "
+                                   "SFT scored on generated answers), "
                                    "benchmark the layers and generation, and write RESULTS.md with the paper's "
                                    "numbers, ours, and a verdict per claim.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -386,7 +425,8 @@ def _run(args):
     names = list(dict.fromkeys(s.lm_variants))
     widths, target = equalise(names, s)
     _say(f"{s.mode} run: {len(lm_runs(s))} language models, {len(s.retrieval_variants)} "
-         f"retrieval fine-tunes, 2 benchmarks; work folder {work}, results in {out}")
+         f"retrieval fine-tunes, {len(s.sft_variants)} SFT fine-tunes, 2 benchmarks; work folder {work}, "
+         f"results in {out}")
     _say(f"parameters (attention {target:,}): " + ", ".join(
         f"{n} {p:,} (FFN {i})" for n, (i, p) in widths.items()))
     step_times = {}

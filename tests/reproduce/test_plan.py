@@ -11,6 +11,7 @@ from ratlm import cli, reproduce
 from ratlm.bench import api as bench_api
 from ratlm.errors import UserError
 from ratlm.eval import api as eval_api
+from ratlm.eval.longbench import api as longbench_api
 from ratlm.options import parse_pairs
 from ratlm.reproduce.plan import Step
 from ratlm.reproduce.run import run_step
@@ -68,6 +69,18 @@ def _check_eval(step):
             assert getattr(args, k) == v, k
 
 
+def _check_longbench(step):
+    """`ratlm eval longbench-mini DIR ...` and `ratlm eval generate MODEL... --data FILE ...`."""
+    words = step.argv[:2]
+    args = cli.build_parser().parse_args(step.argv)
+    call = step.call
+    assert call.func is getattr(longbench_api, words[1].replace("-", "_"))
+    assert call.args == ((args.folder,) if words[1] == "longbench-mini" else (args.models,))
+    assert _given(_subparser(words), step.argv) == set(call.keywords)
+    for k, v in call.keywords.items():
+        assert getattr(args, k) == v, k
+
+
 def _check_bench(step):
     words = step.argv[:2]
     args = cli.build_parser().parse_args(step.argv)
@@ -86,7 +99,11 @@ def test_every_command_matches_its_call(quick, device, threads):
     kinds = {"train": _check_train, "eval": _check_eval, "bench": _check_bench}
     for step in steps:
         assert isinstance(step.call, functools.partial)
-        kinds[step.argv[0]](step)
+        if step.argv[:2] in (["eval", "generate"], ["eval", "longbench-mini"]):
+            _check_longbench(step)
+        else:
+            kinds[step.argv[0]](step)
+    assert {st.argv[1] for st in steps if st.stage == "sft"} >= {"longbench-mini", "generate"}
     assert {st.argv[0] for st in steps} == set(kinds)
     assert all(("--threads" in st.argv) == bool(threads) for st in steps if st.argv[0] == "train")
 
@@ -111,7 +128,8 @@ def test_a_step_runs_its_call_and_then_its_after_hook(tmp_path):
 
 
 COMMANDS = [(["eval", "ppl"], eval_api.ppl), (["eval", "length"], eval_api.length),
-            (["eval", "retrieval"], eval_api.retrieval), (["bench", "layer"], bench_api.layer),
+            (["eval", "retrieval"], eval_api.retrieval), (["eval", "generate"], longbench_api.generate),
+            (["eval", "longbench-mini"], longbench_api.longbench_mini), (["bench", "layer"], bench_api.layer),
             (["bench", "generate"], bench_api.generate)]
 
 

@@ -32,7 +32,7 @@ def test_every_section_and_file(quick):
     headings = re.findall(r"^## (.+)$", md, flags=re.M)
     assert headings == reproduce.SECTIONS
     res = _results(quick)
-    assert [c["id"] for c in res["claims"]] == ["ppl", "hybrid", "chunk", "length", "retrieval", "speed"]
+    assert [c["id"] for c in res["claims"]] == ["ppl", "hybrid", "chunk", "length", "retrieval", "speed", "sft"]
     for c in res["claims"]:
         assert c["verdict"] in reproduce.VERDICTS
         assert f"**{c['verdict']}**" in md
@@ -40,7 +40,8 @@ def test_every_section_and_file(quick):
         assert (quick / link).is_file(), link
     assert len(re.findall(r"!\[", md)) >= 7  # loss curves, length, 3 heatmaps, 2 benchmarks
     # every run is listed: one row per executed command, and all of them in the commands block
-    assert len(res["steps"]) == len(reproduce.lm_runs(reproduce.settings(quick=True))) + 2 + 4 + 3 + 2
+    s = reproduce.settings(quick=True)
+    assert len(res["steps"]) == len(reproduce.lm_runs(s)) + 2 + 4 + 3 + 1 + len(s.sft_variants) + 2 + 2
     block = md.split("```bash\n", 1)[1].split("```", 1)[0]
     for st in res["steps"]:
         assert st["status"] == "ran"
@@ -122,6 +123,13 @@ def test_results_match_the_commands_outputs(quick):
     mqar = json.loads((r / "retrieval" / "retrieval_mqar.json").read_text())["results"]
     for name, raw in zip(res["settings"]["retrieval_variants"], mqar):
         assert res["retrieval"]["mqar"]["eval"]["mqar"][name]["exact"] == raw["exact"]
+    s = reproduce.settings(quick=True)
+    for metric in s.sft_metrics:  # base, fine-tuned of each SFT variant, in order
+        raw = json.loads((r / "sft" / metric / "generate.json").read_text())["results"]
+        got = [x for n in s.sft_variants for x in (res["sft"]["scores"][n][metric]["base"],
+                                                   res["sft"]["scores"][n][metric]["tuned"])]
+        assert got == [x["score"] for x in raw]
+        assert [x["name"] for x in raw] == [x for n in s.sft_variants for x in (n, f"sft-{n}")]
     layer = json.loads((r / "bench" / "bench_layer.json").read_text())["results"]
     assert [x["median_ms"] for x in res["bench"]["layer"]] == [x["median_s"] * 1e3 for x in layer]
     # parameter counts equal within 1%, and the saved models have the counts the plan computed
@@ -154,7 +162,9 @@ def test_rerun_continues_and_other_settings_are_refused(quick, capsys):
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert cli.main(["reproduce", "--quick", "--dry-run", "--no-calibration", "--out", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
-    assert out.count("ratlm train") == len(reproduce.lm_runs(reproduce.settings(quick=True))) + 4
+    s = reproduce.settings(quick=True)
+    assert out.count("ratlm train") == len(reproduce.lm_runs(s)) + 4 + len(s.sft_variants)
+    assert out.count("ratlm eval generate") == len(s.sft_metrics)
     assert "ratlm bench generate" in out
     assert not (tmp_path / "d").exists()
 
