@@ -72,11 +72,37 @@ def split_files(files, val_fraction):
     return [f for f in files if f not in chosen], val
 
 
-def jsonl_records(path):
+ERRORS = ("strict", "replace")
+
+
+def decode(data, path, errors="strict", offset=0):
+    """UTF-8 bytes of `path` to text. errors="strict" refuses bytes that are not UTF-8 text, and NUL bytes
+    (binary files), with a ValueError naming the file and the byte offset; "replace" reads them as U+FFFD."""
+    if errors not in ERRORS:
+        raise ValueError(f"text errors {errors!r}: use strict or replace")
+    if errors == "replace":
+        return data.decode("utf-8", errors="replace")
+    nul = data.find(b"\0")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = e.start if nul < 0 else min(e.start, nul)
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{data[at]:02x} at offset {offset + at}); convert it to "
+                         "UTF-8 or leave it out (--text-errors replace reads such bytes as U+FFFD)") from None
+    if nul >= 0:
+        raise ValueError(f"{path}: binary data, not text (a NUL byte at offset {offset + nul}); leave it out "
+                         "(--text-errors replace reads it anyway)")
+    return text
+
+
+def jsonl_records(path, errors="strict"):
     """Yield (line number, record) for the non-empty lines of a JSONL file; a bad line is a ValueError
-    naming the file and line."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, 1):
+    naming the file and line (and bytes that are not UTF-8 text, unless errors="replace")."""
+    with open(path, "rb") as fh:
+        offset = 0
+        for n, raw in enumerate(fh, 1):
+            line = decode(raw, f"{path}:{n}", errors, offset)
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
@@ -85,19 +111,25 @@ def jsonl_records(path):
                 raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
 
 
-def read_documents(files):
-    """Yield the text of each document: a whole file, or each "text" of a .jsonl file's lines."""
+def read_documents(files, errors="strict", prompt_response=False):
+    """Yield the text of each document: a whole file, or each "text" of a .jsonl file's lines
+    (prompt_response: prompt + response of prompt/response lines, i.e. SFT records read as plain text).
+    errors: what to do with bytes that are not UTF-8 text (see decode)."""
     for f in files:
         if f.endswith(".jsonl"):
-            for n, rec in jsonl_records(f):
+            for n, rec in jsonl_records(f, errors):
+                if prompt_response and isinstance(rec, dict) and isinstance(rec.get("prompt"), str) \
+                        and isinstance(rec.get("response"), str):
+                    yield rec["prompt"] + rec["response"]
+                    continue
                 text = rec.get("text") if isinstance(rec, dict) else None
                 if not isinstance(text, str):
                     raise ValueError(f"{f}:{n}: a text .jsonl line needs a string field \"text\" "
                                      "(or \"prompt\" and \"response\" for SFT)")
                 yield text
         else:
-            with open(f, encoding="utf-8", errors="replace") as fh:
-                yield fh.read()
+            with open(f, "rb") as fh:
+                yield decode(fh.read(), f, errors)
 
 
 def is_sft_jsonl(path):

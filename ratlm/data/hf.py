@@ -3,8 +3,9 @@
 NAME is anything `datasets.load_dataset` takes (a hub name when online, a builder such as "json" or
 "parquet" with `data_files=...`, a local folder), or a folder written by `Dataset.save_to_disk`.
 Options (`--data-options k=v,k=v`): config, split (train), val_split (none: the first val_docs
-documents of the training split are held out), val_docs (200), text_field (text), data_files,
-streaming (true: documents are read as they come, nothing is downloaded up front).
+documents of the training split are held out), val_docs (200, but at most a tenth of a split of fewer
+than 2000 documents; 0: no validation), text_field (text), data_files, streaming (true: documents are
+read as they come, nothing is downloaded up front).
 
 Under torchrun every process reads (and tokenises) the whole stream and keeps its share of each global
 batch, so that any number of processes sees the same batches; for large runs, tokenise once with
@@ -49,6 +50,33 @@ def load(name, split, options):
         raise ValueError(f"could not load dataset {name!r} split {split!r}: {str(e).splitlines()[0]}") from None
     except Exception as e:  # connection errors and the like
         raise ValueError(f"could not load dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+SMALL = 2000  # a split with fewer documents holds out at most a tenth of them by default
+DEFAULT_VAL_DOCS = 200
+
+
+def held_out_docs(name, split, options, log=None):
+    """How many documents at the start of `split` are held out for validation when there is no val_split:
+    --data-options val_docs (default 200, at most a tenth of a small split). Refuses a val_docs that
+    leaves nothing to train on."""
+    given = options.get("val_docs")
+    if given is not None and (not isinstance(given, int) or isinstance(given, bool) or given < 0):
+        raise ValueError(f"--data-options val_docs={given}: expected a whole number >= 0")
+    ds = load(name, split, options)
+    n_docs = len(ds) if hasattr(ds, "__len__") else sum(1 for _ in itertools.islice(iter(ds), SMALL))
+    small = n_docs < SMALL
+    if given is None:
+        n = min(DEFAULT_VAL_DOCS, n_docs // 10) if small else DEFAULT_VAL_DOCS
+        if small and log:
+            log(f"note: the {split} split has only {n_docs} documents: the first {n} are held out for validation "
+                "(at most a tenth; set --data-options val_docs=N or val_split=SPLIT to choose)")
+        return n
+    if small and given >= n_docs:
+        raise ValueError(f"--data-options val_docs={given} holds out every document of the {split} split "
+                         f"(it has {n_docs}), leaving none to train on; lower val_docs (by default 200, at most a "
+                         "tenth of a small split) or give val_split=SPLIT")
+    return given
 
 
 def texts(dataset, field, skip=0):

@@ -29,12 +29,14 @@ class ShardWriter:
     def __init__(self, folder, prefix, dtype, shard_tokens):
         self.folder, self.prefix, self.dtype, self.shard_tokens = folder, prefix, np.dtype(dtype), shard_tokens
         self.files, self.fh, self.in_shard, self.tokens, self.docs = [], None, 0, 0, 0
+        self.file_tokens = []  # tokens in each file
 
     def _open(self):
         name = f"{self.prefix}-{len(self.files):05d}.bin"
         self.files.append(name)
         self.fh = open(os.path.join(self.folder, name + ".tmp"), "wb")
         self.in_shard = 0
+        self.file_tokens.append(0)
 
     def _close(self):
         if self.fh is not None:
@@ -56,6 +58,7 @@ class ShardWriter:
             take = min(len(doc) - at, self.shard_tokens - self.in_shard)
             doc[at:at + take].tofile(self.fh)
             self.in_shard += take
+            self.file_tokens[-1] += take
             self.tokens += take
             at += take
 
@@ -87,7 +90,8 @@ def prepare(folder, splits, encoder, shard_tokens=1 << 28, progress=None, source
             if progress is not None:
                 progress(len(doc))
         files = writer.close()
-        meta["splits"][split] = {"files": files, "tokens": writer.tokens, "documents": writer.docs, "bytes": nbytes}
+        meta["splits"][split] = {"files": files, "file_tokens": writer.file_tokens, "tokens": writer.tokens,
+                                 "documents": writer.docs, "bytes": nbytes}
     if not meta["splits"].get("train", {}).get("tokens"):
         for info in meta["splits"].values():
             for name in info["files"]:
@@ -109,18 +113,43 @@ def load_meta(folder):
     return meta
 
 
+SCAN_TOKENS = 1 << 30  # shards up to this many tokens are scanned for ids outside the vocabulary when opened
+
+
 def open_split(folder, split, meta=None):
-    """A TokenStream over a prepared split (memmapped), or None when the split is absent or empty."""
+    """A TokenStream over a prepared split (memmapped), or None when the split is absent or empty.
+    Checks each shard against meta.json (its size, and for splits up to SCAN_TOKENS tokens its ids
+    against the vocabulary), naming the file that does not match."""
     meta = meta or load_meta(folder)
     info = meta["splits"].get(split)
     if not info or not info["tokens"]:
         return None
-    arrays = []
-    for name in info["files"]:
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    counts = info.get("file_tokens")  # absent in folders of older versions: the total is checked instead
+    arrays, found = [], 0
+    for k, name in enumerate(info["files"]):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"prepared shard {path} is missing")
-        if os.path.getsize(path):
+            raise FileNotFoundError(f"prepared shard {path} is missing; prepare the data again")
+        size = os.path.getsize(path)
+        n = size // itemsize
+        if size % itemsize or (counts is not None and n != counts[k]):
+            want = f"{counts[k]:,} tokens" if counts is not None else f"a multiple of {itemsize} bytes"
+            raise ValueError(f"prepared shard {path} holds {size:,} bytes ({n:,} tokens) but meta.json says {want}: "
+                             "the file is truncated or was changed; prepare the data again")
+        found += n
+        if size:
             arrays.append(np.memmap(path, dtype=meta["dtype"], mode="r"))
+    if found != info["tokens"]:
+        raise ValueError(f"the {split} shards in {folder} hold {found:,} tokens but meta.json says {info['tokens']:,}: "
+                         "a file is truncated or was changed; prepare the data again")
+    if found <= SCAN_TOKENS:
+        vocab = meta["vocab_size"]
+        for name, a in zip([f for f in info["files"] if os.path.getsize(os.path.join(folder, f))], arrays):
+            top = int(a.max())
+            if top >= vocab:
+                raise ValueError(f"prepared shard {os.path.join(folder, name)} holds token id {top}, outside the "
+                                 f"vocabulary of its tokenizer ({vocab} tokens): the file is corrupt or was not made "
+                                 "with that tokenizer; prepare the data again")
     bpt = info["bytes"] / max(1, info["tokens"])
     return TokenStream(arrays, bytes_per_token=bpt)

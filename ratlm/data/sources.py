@@ -78,7 +78,11 @@ def choose_tokenizer(spec, data_spec, init_from=None, texts=None, log=None):
             raise ValueError(f"--tokenizer {spec}: the {'prepared data' if kind == 'prepared' else 'init model'} "
                              "already comes with a tokenizer; drop --tokenizer")
         _log(log, f"training a byte-level BPE tokenizer of {bpe} tokens on the training text")
-        return train_bpe(texts(), bpe)
+        tok = train_bpe(texts(), bpe)
+        if len(tok) < bpe:
+            _log(log, f"warning: the BPE tokenizer reached only {len(tok)} of the {bpe} tokens asked for (the "
+                      f"training text holds no more merges); the vocabulary is {len(tok)}")
+        return tok
     if spec not in ("byte", "bytes") and not os.path.isdir(os.path.expanduser(spec)):
         raise FileNotFoundError(f"--tokenizer {spec}: no such folder (give a local tokenizer folder, 'byte' or bpe:N)")
     tok = load_tokenizer(spec if spec in ("byte", "bytes") else os.path.expanduser(spec))
@@ -86,68 +90,101 @@ def choose_tokenizer(spec, data_spec, init_from=None, texts=None, log=None):
         meta = shards.load_meta(os.path.expanduser(data_spec))
         if len(tok) != meta["vocab_size"] or tok.eos_token_id != meta["eos_token_id"]:
             raise ValueError(f"--tokenizer {spec} ({len(tok)} tokens, eos {tok.eos_token_id}) is not the tokenizer "
-                             f"{data_spec} was prepared with ({meta['vocab_size']} tokens, eos {meta['eos_token_id']}); "
-                             "drop --tokenizer to use the data's own")
+                             f"{data_spec} was prepared with ({meta['vocab_size']} tokens, eos "
+                             f"{meta['eos_token_id']}); drop --tokenizer to use the data's own")
     return tok
 
 
-def text_source(spec, options, val_fraction):
-    """(train texts factory, val texts factory or None, description) for stdlib / files / hf sources."""
+def text_source(spec, options, val_fraction, hold_out=True, text_errors="strict", prompt_response=False, log=None):
+    """(train texts factory, val texts factory or None, description, documents an hf: split holds out for
+    validation) for stdlib / files / hf sources.
+    hold_out=False (validation comes from elsewhere, --val-data): everything is training text.
+    text_errors: bytes that are not UTF-8 text in files (strict: refuse; the stdlib is read with "replace").
+    prompt_response: prompt/response .jsonl lines are read as their prompt + response text."""
     kind = kind_of(spec)
     if kind in ("stdlib", "files"):
         files = corpus.stdlib_files() if kind == "stdlib" else corpus.expand(spec)
-        train, val = corpus.split_files(files, val_fraction)
+        errors = "replace" if kind == "stdlib" else text_errors  # a few stdlib test files are not UTF-8 on purpose
+        train, val = corpus.split_files(files, val_fraction) if hold_out and val_fraction > 0 else (files, [])
         version = ".".join(map(str, sys.version_info[:3]))
         name = f"Python {version} standard library ({corpus.stdlib_root()})" if kind == "stdlib" else spec
         desc = f"{name}: {len(train)} train / {len(val)} validation files"
-        return (lambda: corpus.read_documents(train)), ((lambda: corpus.read_documents(val)) if val else None), desc
+
+        def read(fs):
+            return lambda: corpus.read_documents(fs, errors, prompt_response)
+
+        return read(train), (read(val) if val else None), desc, 0
     if kind == "hf":
         from . import hf
 
         name, field = spec[3:], options.get("text_field", "text")
         split, val_split = options.get("split", "train"), options.get("val_split")
-        if val_split:
+        if val_split and hold_out:
             return (lambda: hf.texts(hf.load(name, split, options), field)), \
-                (lambda: hf.texts(hf.load(name, val_split, options), field)), f"{name} ({split} / {val_split})"
-        n_val = int(options.get("val_docs", 200))
+                (lambda: hf.texts(hf.load(name, val_split, options), field)), f"{name} ({split} / {val_split})", 0
+        n_val = hf.held_out_docs(name, split, options, log) if hold_out else 0
+        if not n_val:
+            return (lambda: hf.texts(hf.load(name, split, options), field)), None, f"{name} ({split})", 0
         return (lambda: hf.texts(hf.load(name, split, options), field, skip=n_val)), \
             (lambda: itertools.islice(hf.texts(hf.load(name, split, options), field), n_val)), \
-            f"{name} ({split}, first {n_val} documents held out for validation)"
+            f"{name} ({split}, first {n_val} documents held out for validation)", n_val
     raise ValueError(f"--data {spec}: not a text source")
 
 
+def _val_stream(enc, val_data, text_errors):
+    """The validation tokens of --val-data files (read with the run's tokenizer)."""
+    tokens, _, nbytes = enc.stream(corpus.read_documents(corpus.expand(val_data), text_errors, True))
+    if not len(tokens):
+        raise ValueError(f"--val-data {val_data}: no text")
+    return TokenStream([tokens], nbytes / max(1, len(tokens)))
+
+
 def open_data(spec, seq_len, *, options=None, tokenizer=None, val_data=None, val_fraction=0.02, sft_mode=None,
-              seed=0, init_from=None, log=None):
-    """Everything the loop needs from `--data` (see the module docstring)."""
+              seed=0, init_from=None, text_errors="strict", log=None):
+    """Everything the loop needs from `--data` (see the module docstring). With `val_data`, validation
+    comes from those files for every kind of source, and nothing of `spec` is held out."""
     options = parse_options(options)
     kind = kind_of(spec)
     if kind == "files" and not os.path.exists(os.path.expanduser(spec.split(",")[0])) and ":" in spec.split(",")[0] \
             and not spec.split(",")[0].startswith((".", "/", "~")):
         raise ValueError(f"--data {spec}: unknown source; use a path, stdlib, hf:NAME or synthetic:TASK")
     is_sft = kind == "synthetic" or (kind == "files" and all(corpus.is_sft_jsonl(f) for f in corpus.expand(spec)))
+    prompt_response = False
     if sft_mode is True and not is_sft:
         raise ValueError("--sft true needs prompt/response records: JSONL lines with \"prompt\" and \"response\", "
                          "or --data synthetic:TASK")
     if sft_mode is False and is_sft:
-        is_sft = False
         if kind == "synthetic":
             raise ValueError("--data synthetic:... is SFT data; drop --sft false")
+        is_sft, prompt_response = False, True  # plain text: loss on prompt and response alike
+    if val_data and kind == "synthetic":
+        raise ValueError("--val-data does not apply to --data synthetic:TASK; set the number of validation records "
+                         "with --data-options val_n=N")
     if is_sft:
         return _open_sft(spec, kind, seq_len, options, tokenizer, val_data, val_fraction, seed, init_from, log)
     if kind == "prepared":
-        return _open_prepared(spec, seq_len, tokenizer, val_fraction, init_from, log)
-    train_texts, val_texts, desc = text_source(spec, options, val_fraction)
+        return _open_prepared(spec, seq_len, tokenizer, val_data, val_fraction, init_from, text_errors, log)
+    train_texts, val_texts, desc, n_held = text_source(spec, options, val_fraction, hold_out=not val_data,
+                                               text_errors=text_errors, prompt_response=prompt_response, log=log)
+    if prompt_response:
+        desc += " (prompt/response records as plain text, --sft false)"
     tok = choose_tokenizer(tokenizer, spec, init_from, texts=train_texts, log=log)
     enc = Encoder(tok)
     if kind == "hf" and options.get("streaming", True):
         from .hf import StreamingRows, load
 
-        val_tokens, _, val_bytes = enc.stream(val_texts())
-        val = StreamRows(TokenStream([val_tokens]), seq_len, enc.eos)
-        n_val = 0 if options.get("val_split") else int(options.get("val_docs", 200))
+        if val_data:
+            val_stream = _val_stream(enc, val_data, text_errors)
+            desc += f"; validation: {val_data}"
+        elif val_texts is not None:
+            val_tokens, _, val_bytes = enc.stream(val_texts())
+            val_stream = TokenStream([val_tokens], val_bytes / max(1, len(val_tokens)))
+        else:
+            val_stream = None
         train = StreamingRows(load(spec[3:], options.get("split", "train"), options), options.get("text_field", "text"),
-                              enc, seq_len, skip_docs=n_val)
-        data = Data(tok, train, val, False, f"{desc}, streamed", val_bytes / max(1, len(val_tokens)))
+                              enc, seq_len, skip_docs=n_held)
+        val = StreamRows(val_stream, seq_len, enc.eos) if val_stream is not None else None
+        data = Data(tok, train, val, False, f"{desc}, streamed", val_stream.bytes_per_token if val_stream else None)
         return _check_val(data)
     _log(log, f"reading {desc}")
     tokens, docs, nbytes = enc.stream(train_texts())
@@ -155,33 +192,44 @@ def open_data(spec, seq_len, *, options=None, tokenizer=None, val_data=None, val
         raise ValueError(f"--data {spec}: the training split holds no text")
     train_stream = TokenStream([tokens], nbytes / len(tokens))
     if val_data:
-        val_tokens, _, val_bytes = enc.stream(corpus.read_documents(corpus.expand(val_data)))
-        val_stream = TokenStream([val_tokens], val_bytes / max(1, len(val_tokens)))
+        val_stream = _val_stream(enc, val_data, text_errors)
+        desc += f"; validation: {val_data}"
     elif val_texts is not None:
         val_tokens, _, val_bytes = enc.stream(val_texts())
         val_stream = TokenStream([val_tokens], val_bytes / max(1, len(val_tokens)))
-    else:  # one file: its tail is the validation split
+    elif val_fraction > 0:  # one file: its tail is the validation split
         train_stream, val_stream = train_stream.split_tail(val_fraction)
-    desc += f"; {len(train_stream):,} train / {len(val_stream):,} validation tokens, {docs:,} documents"
-    data = Data(tok, StreamRows(train_stream, seq_len, enc.eos), StreamRows(val_stream, seq_len, enc.eos), False,
-                desc, val_stream.bytes_per_token)
+    else:
+        val_stream = None
+    n_val = len(val_stream) if val_stream is not None else 0
+    desc += f"; {len(train_stream):,} train / {n_val:,} validation tokens, {docs:,} documents"
+    val = StreamRows(val_stream, seq_len, enc.eos) if val_stream is not None else None
+    data = Data(tok, StreamRows(train_stream, seq_len, enc.eos), val, False, desc,
+                val_stream.bytes_per_token if val_stream is not None else None)
+    if val is None:
+        data.notes.append("--val-fraction 0 and no --val-data: no validation loss")
     return _check_val(data)
 
 
-def _open_prepared(spec, seq_len, tokenizer, val_fraction, init_from, log):
+def _open_prepared(spec, seq_len, tokenizer, val_data, val_fraction, init_from, text_errors, log):
     folder = os.path.expanduser(spec)
     meta = shards.load_meta(folder)
     tok = choose_tokenizer(tokenizer, spec, init_from, log=log)
     train = shards.open_split(folder, "train", meta)
     if train is None:
         raise ValueError(f"--data {spec}: the prepared training split is empty")
-    val = shards.open_split(folder, "val", meta)
-    if val is None:
-        train, val = train.split_tail(val_fraction)
+    if val_data:  # the prepared validation split (if any) is left out
+        val = _val_stream(Encoder(tok), val_data, text_errors)
+        where = f"validation: {val_data}"
+    else:
+        val = shards.open_split(folder, "val", meta)
+        if val is None and val_fraction > 0:
+            train, val = train.split_tail(val_fraction)
+        where = "prepared validation split" if val is not None else "no validation"
     eos = meta["eos_token_id"]
-    desc = f"prepared tokens {spec}: {len(train):,} train / {len(val):,} validation tokens"
-    return _check_val(Data(tok, StreamRows(train, seq_len, eos), StreamRows(val, seq_len, eos), False, desc,
-                           val.bytes_per_token))
+    desc = f"prepared tokens {spec}: {len(train):,} train / {len(val) if val else 0:,} validation tokens ({where})"
+    return _check_val(Data(tok, StreamRows(train, seq_len, eos), StreamRows(val, seq_len, eos) if val else None,
+                           False, desc, val.bytes_per_token if val else None))
 
 
 def _open_sft(spec, kind, seq_len, options, tokenizer, val_data, val_fraction, seed, init_from, log):

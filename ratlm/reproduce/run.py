@@ -94,7 +94,7 @@ def write_heldout(path, max_chars, val_fraction=0.02):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as out:
         for f in val:
-            text = next(corpus.read_documents([f]))
+            text = next(corpus.read_documents([f], errors="replace"))  # as training reads the stdlib
             if not text.strip():
                 continue
             if total and total + len(text) > max_chars:

@@ -18,4 +18,5 @@ def run(recipe: str | None = None, **overrides: Any) -> dict:
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
     resolved = rc.load(recipe or rc.DEFAULT_RECIPE, overrides)
-    return train(resolved, explicit=set(overrides) - _NOT_RECIPE)
+    # "recipe": a recipe named here must agree with a run it resumes
+    return train(resolved, explicit=(set(overrides) - _NOT_RECIPE) | ({"recipe"} if recipe else set()))

@@ -7,13 +7,15 @@ keep-last-N deleted. Files are loaded with `weights_only=True` (tensors and plai
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
-import time
 
 import numpy as np
 import torch
+
+from ..errors import UserError
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
 
@@ -30,23 +32,28 @@ def list_checkpoints(folder):
     return sorted(found)
 
 
-def _test_hang(var, step, folder):
-    """Test hook: with the environment variable `var` = step, mark and then wait to be killed."""
-    if os.environ.get(var) == str(step):
-        open(os.path.join(folder, f"hang-{step}"), "w").close()
-        time.sleep(3600)
-
-
 def save(folder, step, payload, keep_last):
-    """Write `payload` as the checkpoint of `step` atomically; then keep the newest `keep_last`."""
+    """Write `payload` as the checkpoint of `step` atomically; then keep the newest `keep_last`.
+    A failed write (e.g. a full disk) removes its temporary file and leaves the previous checkpoints."""
     os.makedirs(folder, exist_ok=True)
     final = path_for(folder, step)
     tmp = os.path.join(folder, f".step-{step:08d}.pt.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    _test_hang("RATLM_TEST_HANG_IN_SAVE", step, folder)  # a crash here must leave the last good checkpoint
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e):
+            kept = latest(folder)
+            previous = f"the previous checkpoint {os.path.basename(kept)} is kept" if kept else "no earlier checkpoint"
+            raise UserError(f"no space left on device writing the checkpoint of step {step} in {folder}; {previous}: "
+                           "free some space and continue with --resume auto") from None
+        raise
     os.replace(tmp, final)
     try:
         dfd = os.open(folder, os.O_RDONLY)
@@ -69,6 +76,16 @@ def clean_temporaries(folder):
 
 def load(path):
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def describe_error(e):
+    """One line about a checkpoint that cannot be loaded, without torch's advice to unpickle it with
+    weights_only=False (never do that with a file you did not write)."""
+    text = str(e).strip()
+    if "Weights only load failed" in text or "weights_only" in text:
+        return "it holds objects other than tensors and plain values, which ratlm does not unpickle"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def latest(folder):

@@ -65,11 +65,15 @@ def register(sub):
                        description="Tokenise a text source into numpy token shards (train/validation split, "
                                    "documents separated by EOS) with the tokenizer saved alongside.")
     q.add_argument("--data", required=True, help="stdlib, text files/folders/globs (comma-separated), or hf:NAME")
-    q.add_argument("--data-options", default=None, help="k=v,k=v options of hf: sources (split, val_split, text_field, ...)")
+    q.add_argument("--data-options", default=None,
+                   help="k=v,k=v options of hf: sources (split, val_split, val_docs, text_field, ...)")
     q.add_argument("--tokenizer", default="byte", help="byte, bpe:N (trained here on the training split) or a "
                                                         "local tokenizer folder (default byte)")
     q.add_argument("--out", required=True, help="the folder to write (must not hold prepared tokens already)")
     q.add_argument("--val-fraction", type=float, default=0.02, help="share of files held out for validation")
+    q.add_argument("--text-errors", choices=["strict", "replace"], default="strict",
+                   help="bytes that are not UTF-8 text: strict (refuse, naming the file and offset; default) or "
+                        "replace (read them as U+FFFD)")
     q.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per shard file (default 2^28)")
     q.set_defaults(func=_run_prepare)
 
@@ -87,7 +91,7 @@ def _run_train(args):
         return
     overrides = {o.name: getattr(args, o.name) for o in rc.OPTIONS if getattr(args, o.name) is not None}
     if args.print_recipe:
-        print(rc.to_yaml(rc.load(args.recipe or rc.DEFAULT_RECIPE, overrides)), end="")
+        print(rc.to_yaml(rc.load(args.recipe or rc.DEFAULT_RECIPE, overrides, check_required=False)), end="")
         return
     from .api import run
 
@@ -112,7 +116,8 @@ def _run_prepare(args):
     if shards.is_prepared(args.out):
         raise UserError(f"{args.out} already holds prepared tokens (meta.json); choose another --out")
     options = parse_options(args.data_options)
-    train_texts, val_texts, desc = text_source(args.data, options, args.val_fraction)
+    train_texts, val_texts, desc, _ = text_source(args.data, options, args.val_fraction,
+                                                  text_errors=args.text_errors, log=lambda m: print(m, file=sys.stderr))
     tok = choose_tokenizer(args.tokenizer, args.data, texts=train_texts, log=lambda m: print(m, file=sys.stderr))
     enc = Encoder(tok)
     splits = {"train": train_texts()}

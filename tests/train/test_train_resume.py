@@ -21,12 +21,13 @@ def cli_args(data, out, **kw):
     return ["train", *tiny_args(data=data, out=out, max_steps=STEPS, threads=1, **kw)]
 
 
-def start_and_kill(args, env_var, step, out):
-    """Run until the test hook marks `step`, then SIGKILL the process."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, env_var: str(step), "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "ratlm", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def start_and_kill(args, where, step, out):
+    """Run (through hang_run.py) until it marks `step` at `where`, then SIGKILL the process."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, os.path.join(here, "hang_run.py"), where, str(step), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     marker = os.path.join(out, "checkpoints", f"hang-{step}")
     deadline = time.time() + 240
     while not os.path.exists(marker):
@@ -74,7 +75,7 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_between_steps_then_resume_is_bit_identical(tmp_path, uninterrupted):
     data, straight = uninterrupted
     out = str(tmp_path / "killed")
-    start_and_kill(cli_args(data, out), "RATLM_TEST_HANG_AFTER_SAVE", 2, out)
+    start_and_kill(cli_args(data, out), "after-save", 2, out)
     assert [s for s, _ in ck.list_checkpoints(os.path.join(out, "checkpoints"))] == [2]
     # the same command again, with --resume auto
     res = run_cli(cli_args(data, out, resume="auto"))
@@ -90,7 +91,7 @@ def test_sigkill_between_steps_then_resume_is_bit_identical(tmp_path, uninterrup
 def test_crash_in_the_middle_of_a_save_keeps_the_last_good_checkpoint(tmp_path, uninterrupted):
     data, straight = uninterrupted
     out = str(tmp_path / "crashed")
-    start_and_kill(cli_args(data, out), "RATLM_TEST_HANG_IN_SAVE", 4, out)
+    start_and_kill(cli_args(data, out), "in-save", 4, out)
     folder = os.path.join(out, "checkpoints")
     assert os.path.exists(os.path.join(folder, ".step-00000004.pt.tmp"))  # the half-done save
     assert [s for s, _ in ck.list_checkpoints(folder)] == [2]
