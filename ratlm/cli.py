@@ -58,6 +58,13 @@ def main(argv=None):
         return 2
     try:
         args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`ratlm generate ... | head -c 1`): stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 0
     except (UserError, ValueError, FileNotFoundError, OSError) as e:
         if os.environ.get("RATLM_DEBUG"):
             raise

@@ -75,7 +75,10 @@ def split_files(files, val_fraction):
 ERRORS = ("strict", "replace")
 
 
-def decode(data, path, errors="strict", offset=0):
+OPT_IN = "; --text-errors replace reads such bytes as U+FFFD"
+
+
+def decode(data, path, errors="strict", offset=0, hint=OPT_IN):
     """UTF-8 bytes of `path` to text. errors="strict" refuses bytes that are not UTF-8 text, and NUL bytes
     (binary files), with a ValueError naming the file and the byte offset; "replace" reads them as U+FFFD."""
     if errors not in ERRORS:
@@ -87,21 +90,21 @@ def decode(data, path, errors="strict", offset=0):
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         at = e.start if nul < 0 else min(e.start, nul)
-        raise ValueError(f"{path}: not UTF-8 text (byte 0x{data[at]:02x} at offset {offset + at}); convert it to "
-                         "UTF-8 or leave it out (--text-errors replace reads such bytes as U+FFFD)") from None
+        what = "binary data, not text" if at == nul else "not UTF-8 text"
+        raise ValueError(f"{path}: {what} (byte 0x{data[at]:02x} at offset {offset + at}); convert it to UTF-8 or "
+                         f"leave it out{hint}") from None
     if nul >= 0:
-        raise ValueError(f"{path}: binary data, not text (a NUL byte at offset {offset + nul}); leave it out "
-                         "(--text-errors replace reads it anyway)")
+        raise ValueError(f"{path}: binary data, not text (a NUL byte at offset {offset + nul}); leave it out{hint}")
     return text
 
 
-def jsonl_records(path, errors="strict"):
+def jsonl_records(path, errors="strict", hint=OPT_IN):
     """Yield (line number, record) for the non-empty lines of a JSONL file; a bad line is a ValueError
     naming the file and line (and bytes that are not UTF-8 text, unless errors="replace")."""
     with open(path, "rb") as fh:
         offset = 0
         for n, raw in enumerate(fh, 1):
-            line = decode(raw, f"{path}:{n}", errors, offset)
+            line = decode(raw, f"{path}:{n}", errors, offset, hint)
             offset += len(raw)
             if not line.strip():
                 continue

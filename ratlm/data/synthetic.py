@@ -85,11 +85,27 @@ def parse_task(spec):
     return task, opts
 
 
+# what each option takes: a whole number >= 1, a depth in [0, 1], or a word
+_KINDS = {"length": "count", "digits": "count", "keys": "count", "values": "count", "queries": "count",
+          "pairs": "count", "key_len": "count", "value_len": "count", "depth": "depth", "haystack": "word",
+          "value": "word"}
+
+
 def _check(task, known, opts):
     bad = sorted(set(opts) - set(known))
     if bad:
         raise ValueError(f"unknown option(s) {', '.join(bad)} for task {task}; "
                          f"options are {', '.join(sorted(known))}")
+    for k, v in opts.items():
+        kind = _KINDS.get(k)
+        if v is None:
+            continue
+        if kind == "count" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"task {task}: option {k}={v!r} must be a whole number >= 1")
+        if kind == "depth" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+            raise ValueError(f"task {task}: option {k}={v!r} must be a number between 0 and 1")
+        if kind == "word" and not isinstance(v, str):
+            raise ValueError(f"task {task}: option {k}={v!r} must be a word (e.g. {known.get(k) or 'number'})")
 
 
 def examples(task, n, seed=0, **opts):

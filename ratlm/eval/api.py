@@ -50,6 +50,17 @@ def check_positive(**values):
             raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {v}")
 
 
+def check_out(out: str) -> None:
+    """`out` must be a folder that can be written (checked before any model is loaded)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file; give a folder for the JSON and PNG files")
+    parent = out
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent or ".", os.W_OK):
+        raise UserError(f"--out {out}: cannot write in {parent or '.'}; choose another folder")
+
+
 def _as_list(x):
     return [x] if isinstance(x, str) else list(x)
 
@@ -64,6 +75,7 @@ def ppl(models: Sequence[str], data: str | Sequence[str], *, text_field: str = "
 
     models, data = _as_list(models), _as_list(data)
     check_positive(context=context, stride=stride, batch_size=batch_size, max_tokens=max_tokens)
+    check_out(out)
     docs = read_documents(data, text_field)
     rows = []
     for name, model, tok in load_models(models, device, dtype, tokenizer):
@@ -89,6 +101,7 @@ def length(models: Sequence[str], data: str | Sequence[str], *, text_field: str 
 
     models, data, factors = _as_list(models), _as_list(data), list(factors)
     check_positive(train_length=train_length, bucket=bucket, windows=windows, batch_size=batch_size)
+    check_out(out)
     if not factors or min(factors) < 1:
         raise UserError("--factors must be positive integers, e.g. 1,2,4")
     docs = read_documents(data, text_field)
@@ -133,6 +146,7 @@ def retrieval(models: Sequence[str], task: str, *, lengths: Sequence[int] | None
 
     models, depths = _as_list(models), list(depths)
     check_positive(examples=examples, batch_size=batch_size)
+    check_out(out)
     options = parse_pairs(options, "--option")
     if any(not 0 <= d <= 1 for d in depths):
         raise UserError("--depths must be between 0 and 1")

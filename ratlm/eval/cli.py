@@ -151,10 +151,11 @@ def _run_retrieval(args):
 
 def _run_lm_eval(args):
     from ..runtime import pick_device
-    from .api import check_positive
+    from .api import check_out, check_positive
     from .common import labels, table, write_json
     from .harness import _require, expand_tasks, run
 
+    check_out(args.out)
     try:
         _require()
     except ImportError as e:

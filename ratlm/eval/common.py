@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from ..data.corpus import jsonl_records
+from ..data.corpus import decode, jsonl_records
 
 
 def labels(paths):
@@ -33,13 +33,13 @@ def read_documents(paths, text_field="text"):
         if not os.path.exists(path):
             raise FileNotFoundError(f"data file {path} not found")
         if path.endswith(".jsonl"):
-            for n, rec in jsonl_records(path):
+            for n, rec in jsonl_records(path, hint=""):
                 if not isinstance(rec, dict) or text_field not in rec:
                     raise ValueError(f"{path}:{n}: no field {text_field!r}; use --text-field")
                 docs.append(rec[text_field])
         else:
-            with open(path, encoding="utf-8") as f:
-                docs.append(f.read())
+            with open(path, "rb") as f:
+                docs.append(decode(f.read(), path, hint=""))  # refuses bytes that are not UTF-8 text, naming the offset
     docs = [d for d in docs if d]
     if not docs:
         raise ValueError("the data has no text")

@@ -110,10 +110,32 @@ def _read_prompt(args):
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise UserError(f"cannot read --prompt-file {args.prompt_file}: {reason}") from None
     if args.prompt == "-":
-        return sys.stdin.read()
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None:  # a text stream (e.g. in tests)
+            return _utf8(sys.stdin.read(), "read from stdin")
+        data = stdin.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"the prompt read from stdin is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                            f"{e.start}); convert it to UTF-8") from None
     if args.prompt is None:
         raise UserError("no prompt: give PROMPT, --prompt-file FILE, or '-' to read it from stdin")
-    return args.prompt
+    return _utf8(args.prompt, "given on the command line")
+
+
+def _utf8(text, where):
+    """`text` if it is valid Unicode; Python turns bytes of argv (and stdin) that are not UTF-8 into lone
+    surrogates, which no tokenizer takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        offset = len(text[:e.start].encode("utf-8", "surrogateescape"))
+        bad = text[e.start].encode("utf-8", "surrogateescape")
+        shown = f"byte 0x{bad[0]:02x}" if len(bad) == 1 else f"character {text[e.start]!r}"
+        raise UserError(f"the prompt {where} is not UTF-8 text ({shown} at offset {offset}); convert it to "
+                        "UTF-8") from None
+    return text
 
 
 def _sampling(args):

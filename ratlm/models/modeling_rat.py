@@ -258,6 +258,15 @@ class RATModel(RATPreTrainedModel):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if input_ids is not None and input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
+        shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape)
+        if shape[0] == 0 or shape[1] == 0:
+            raise ValueError(f"the batch is empty ({'input_ids' if input_ids is not None else 'inputs_embeds'} has "
+                             f"shape {shape}); give at least one row of at least one token")
+        if _checking():
+            if input_ids is not None:
+                _check_token_ids(input_ids, self.config.vocab_size)
+            if attention_mask is not None:
+                _check_mask(attention_mask)
         explicit_cache = use_cache is True or cache is not None or past_key_values is not None
         if use_cache is None:  # a cache only when asked for (generate asks) or continued: scoring runs in parallel
             use_cache = cache is not None or past_key_values is not None
@@ -300,6 +309,30 @@ class RATModel(RATPreTrainedModel):
         out = BaseModelOutputWithPast(last_hidden_state=h, hidden_states=tuple(hidden) if hidden else None,
                                       **{CACHE_FIELD: cache if use_cache else None})
         return out if return_dict else out.to_tuple()
+
+
+def _checking() -> bool:
+    """Input checks that read values (a host sync) are skipped while compiling or capturing a CUDA graph."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
+def _check_token_ids(ids: torch.Tensor, vocab: int) -> None:
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {ids.dtype}")
+    lo, hi = (int(v) for v in torch.aminmax(ids))
+    if lo < 0 or hi >= vocab:
+        raise ValueError(f"input_ids holds token id {lo if lo < 0 else hi}, outside the model's vocabulary of {vocab} "
+                         f"(ids 0 to {vocab - 1}); use the tokenizer the model was trained with")
+
+
+def _check_mask(mask: torch.Tensor) -> None:
+    if mask.dtype == torch.bool:
+        return
+    if bool(((mask != 0) & (mask != 1)).any()):
+        bad = mask[(mask != 0) & (mask != 1)][0].item()
+        raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (token), found {bad}")
 
 
 class RATForCausalLM(RATPreTrainedModel, GenerationMixin):
