@@ -20,7 +20,7 @@ from ratlm.cli import build_parser, main
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "models"))
 from official_format import official_state_dict, save_checkpoint  # noqa: E402
 
-NOT_HERE = ("serve", "eval longbench", "eval generate")  # covered by their own tests
+NOT_HERE = ("serve", "bench serve", "eval longbench", "eval generate")  # covered by their own tests
 TINY = ["--hidden-size", "32", "--num-hidden-layers", "2", "--num-attention-heads", "2", "--seq-len", "32",
         "--batch-size", "4", "--micro-batch-size", "2", "--max-steps", "2", "--progress", "false", "--threads", "1",
         "--lr", "3e-3"]
