@@ -23,7 +23,7 @@ from official_format import official_state_dict, save_checkpoint  # noqa: E402
 NOT_HERE = ("serve", "bench serve", "eval longbench", "eval generate")  # covered by their own tests
 TINY = ["--hidden-size", "32", "--num-hidden-layers", "2", "--num-attention-heads", "2", "--seq-len", "32",
         "--batch-size", "4", "--micro-batch-size", "2", "--max-steps", "2", "--progress", "false", "--threads", "1",
-        "--lr", "3e-3"]
+        "--lr", "3e-3", "--tokenizer", "byte"]
 
 
 def run(capsys, *argv, code=0):
@@ -114,7 +114,8 @@ def test_train_run_keys(work, capsys, tmp_path, spy):
     ckpt = [spy(RATForCausalLM, n) for n in names]
     threads = spy(torch, "set_num_threads")
     out = tmp_path / "run"
-    _, err = run(capsys, "train", "--recipe", "tiny-attention", "--out", out, "--seed", 7, "--device", "cpu",
+    _, err = run(capsys, "train", "--recipe", "tiny-attention", "--tokenizer", "byte", "--out", out, "--seed", 7,
+                 "--device", "cpu",
                  "--threads", 1, "--log-every", 2, "--eval-every", 2, "--eval-batches", 1, "--save-every", 2,
                  "--keep-last", 1, "--progress", "false", "--hidden-size", 32, "--num-hidden-layers", 2,
                  "--num-attention-heads", 2, "--intermediate-size", 48, "--position-encoding", "nope",

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..data.loader import Batches
 from ..data.packing import IGNORE, collate
-from ..data.sources import open_data
+from ..data.sources import kind_of, open_data
 from ..errors import UserError
 from . import checkpoint as ck
 from . import memory
@@ -166,6 +166,8 @@ class Trainer:
 
         # data and tokenizer (a resumed or multi-process run uses the tokenizer saved in the run folder)
         tok_spec = r.tokenizer
+        if "tokenizer" not in self.explicit and (r.init_from or kind_of(r.data) == "prepared"):
+            tok_spec = None  # a recipe's tokenizer yields to the prepared data's or the init model's own
         saved_tok = os.path.join(out, "tokenizer")
         if state is not None and os.path.isfile(os.path.join(saved_tok, "tokenizer_config.json")):
             tok_spec = saved_tok

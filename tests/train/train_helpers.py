@@ -10,7 +10,7 @@ from ratlm.train import recipe as rc
 # a model and batch small enough for a few steps in about a second
 TINY = dict(model="rat-tiny", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, chunk_size=4, seq_len=32,
             batch_size=4, micro_batch_size=2, max_steps=4, eval_every=2, save_every=2, eval_batches=2, log_every=1,
-            progress="false", lr="3e-3", threads=1)
+            progress="false", lr="3e-3", threads=1, tokenizer="byte")
 
 
 def tiny_recipe(**kw):
