@@ -171,7 +171,8 @@ def test_train_resume_init_sft_tokenizer(work, capsys, tmp_path):
     out = tmp_path / "run"
     run(capsys, "train", *TINY, "--data", work / "src", "--out", out, "--tokenizer", "bpe:300")
     assert 259 < config_of(out / "model")["vocab_size"] <= 300  # --tokenizer bpe:300 (vocab auto: what it reached)
-    _, err = run(capsys, "train", *TINY, "--data", work / "src", "--out", out, "--resume", "auto", "--max-steps", 3)
+    _, err = run(capsys, "train", *TINY, "--data", work / "src", "--out", out, "--resume", "auto", "--max-steps", 3,
+                 "--tokenizer", "bpe:300")
     assert "resuming from" in err and "step 2" in err  # --resume
     sft = tmp_path / "sft"
     _, err = run(capsys, "train", *TINY, "--data", work / "sft.jsonl", "--sft", "true", "--init-from",

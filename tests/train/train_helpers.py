@@ -19,10 +19,11 @@ def tiny_recipe(**kw):
 
 
 def tiny_args(**kw):
-    """The command-line form of tiny_recipe(**kw)."""
+    """The command-line form of tiny_recipe(**kw) (a key given as None is left out)."""
     args = []
     for k, v in {**TINY, **kw}.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
+        if v is not None:
+            args += [f"--{k.replace('_', '-')}", str(v)]
     return args
 
 
