@@ -356,18 +356,18 @@ def test_eval_lm_eval(work, capsys, tmp_path, spy, monkeypatch):
 @case("bench layer --preset", "bench layer --mixers", "bench layer --lengths", "bench layer --modes",
       "bench layer --hidden", "bench layer --heads", "bench layer --batch", "bench layer --window",
       "bench layer --qk-groups", "bench layer --dtype", "bench layer --device", "bench layer --warmup",
-      "bench layer --repeats", "bench layer --threads", "bench layer --out")
+      "bench layer --repeats", "bench layer --threads", "bench layer --out", "bench layer --clock")
 def test_bench_layer(capsys, tmp_path):
     run(capsys, "bench", "layer", "--preset", "cpu", "--mixers", "rat4,swa8", "--lengths", 16, "--modes", "prefill",
         "--hidden", 32, "--heads", 2, "--batch", 2, "--window", 8, "--qk-groups", 1, "--dtype", "float32",
-        "--device", "cpu", "--warmup", 0, "--repeats", 1, "--threads", 1, "--out", tmp_path)
+        "--device", "cpu", "--warmup", 0, "--repeats", 1, "--threads", 1, "--clock", "cpu", "--out", tmp_path)
     res = json.load(open(tmp_path / "bench_layer.json"))
     rows = res["results"]
     assert {r["mixer"] for r in rows} == {"attention", "rat4", "swa8"} and {r["mode"] for r in rows} == {"prefill"}
     assert {r["length"] for r in rows} == {16} and {r["batch"] for r in rows} == {2}
     meta = res["meta"]
     assert (meta["hidden"], meta["heads"], meta["dtype"], meta["repeats"], meta["warmup"]) == (32, 2, "float32", 1, 0)
-    assert (meta["window"], meta["qk_groups"], meta["threads"]) == (8, 1, 1)
+    assert (meta["window"], meta["qk_groups"], meta["threads"], meta["clock"]) == (8, 1, 1, "cpu")
 
 
 @case("bench layer --token-budget", "bench layer --compile")
@@ -382,16 +382,18 @@ def test_bench_layer_budget_and_compile(capsys, tmp_path, monkeypatch):
 
 @case("bench generate --variants", "bench generate --size", "bench generate --prompt-len",
       "bench generate --new-tokens", "bench generate --batch", "bench generate --dtype", "bench generate --device",
-      "bench generate --warmup", "bench generate --repeats", "bench generate --threads", "bench generate --out")
+      "bench generate --warmup", "bench generate --repeats", "bench generate --threads", "bench generate --out",
+      "bench generate --clock")
 def test_bench_generate(capsys, tmp_path):
     run(capsys, "bench", "generate", "--variants", "rat", "--size", "tiny", "--prompt-len", 16, "--new-tokens", 3,
         "--batch", 2, "--dtype", "float32", "--device", "cpu", "--warmup", 0, "--repeats", 1, "--threads", 1,
-        "--out", tmp_path)
+        "--clock", "cpu", "--out", tmp_path)
     res = json.load(open(tmp_path / "bench_generate.json"))
     assert {r["variant"] for r in res["results"]} == {"attention", "rat"}  # attention: the baseline
     r = next(r for r in res["results"] if r["variant"] == "rat")
     assert (r["batch"], r["prompt_len"], r["new_tokens"]) == (2, 16, 3)
-    assert (res["meta"]["size"], res["meta"]["dtype"], res["meta"]["repeats"]) == ("tiny", "float32", 1)
+    assert (res["meta"]["size"], res["meta"]["dtype"], res["meta"]["repeats"], res["meta"]["clock"]) == \
+        ("tiny", "float32", 1, "cpu")
 
 
 @case("bench generate --max-batch", "bench generate --cache-memory", "bench generate --batch-limit")
