@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from helpers import write_corpus
 from train_helpers import TINY, tiny_args
 
 from ratlm.cli import main
@@ -13,11 +12,6 @@ from ratlm.train import recipe as rc
 from ratlm.train.loop import train
 
 RECIPES = ("tiny-rat", "tiny-rat-swa", "tiny-attention", "tiny-attention-swa", "tiny-rnn")
-
-
-@pytest.fixture
-def corpus_dir(tmp_path):
-    return write_corpus(tmp_path / "src")
 
 
 def losses(out):

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import corpus_dir, tiny_args, tiny_recipe  # noqa: F401 (corpus_dir is a fixture)
+from train_helpers import tiny_args, tiny_recipe
 
 from ratlm.train.loop import train
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import corpus_dir, run_cli, tiny_args  # noqa: F401 (corpus_dir is a fixture)
+from train_helpers import run_cli, tiny_args
 
 from ratlm.train import checkpoint as ck
 

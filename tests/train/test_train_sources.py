@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from train_helpers import corpus_dir, tiny_args, tiny_recipe  # noqa: F401 (corpus_dir is a fixture)
+from train_helpers import tiny_args, tiny_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ratlm.cli import main
@@ -21,7 +21,8 @@ def check_run(out, steps=4, sft=False):
     assert all(np.isfinite(r["loss"]) and r["tokens_per_s"] > 0 for r in train_rows)
     assert any("val_loss" in r for r in records)
     assert os.path.getsize(os.path.join(out, "loss.png")) > 1000
-    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [f"step-{s:08d}.pt" for s in range(2, steps + 1, 2)][-2:]
+    kept = [f"step-{s:08d}.pt" for s in range(2, steps + 1, 2)][-2:]
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == kept
     model = AutoModelForCausalLM.from_pretrained(os.path.join(out, "model"))
     tok = AutoTokenizer.from_pretrained(os.path.join(out, "model"))
     assert model.config.use_cache and model.config.eos_token_id == tok.eos_token_id
@@ -42,7 +43,8 @@ def test_default_stdlib_source_few_steps(tmp_path, capsys, monkeypatch):
     check_run(run)
     # --resume auto without --out finds that run again
     assert main(["train", *args, "--resume", "auto"]) == 0
-    assert f"resuming from {os.path.join('runs', run.name, 'checkpoints', 'step-00000004.pt')}" in capsys.readouterr().err
+    newest = os.path.join("runs", run.name, "checkpoints", "step-00000004.pt")
+    assert f"resuming from {newest}" in capsys.readouterr().err
 
 
 def test_text_files_and_final_model(tmp_path, corpus_dir):
@@ -115,7 +117,8 @@ def test_other_mixers_and_options(tmp_path, corpus_dir):
     for name in ("attention-swa-tiny", "rnn-tiny"):
         train(tiny_recipe(data=str(corpus_dir), model=name, sliding_window=8, max_steps=2,
                           gradient_checkpointing="true", out=str(tmp_path / name)))
-        assert AutoModelForCausalLM.from_pretrained(tmp_path / name / "model").config.layer_types[0] == name.split("-")[0]
+        config = AutoModelForCausalLM.from_pretrained(tmp_path / name / "model").config
+        assert config.layer_types[0] == name.split("-")[0]
 
 
 def test_cosine_schedule():

@@ -2,9 +2,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-from helpers import write_corpus
-
 from ratlm.train import recipe as rc
 
 # a model and batch small enough for a few steps in about a second
@@ -33,8 +30,3 @@ def run_cli(args, env=None, timeout=300):
     e = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     return subprocess.run([sys.executable, "-m", "ratlm", *args], capture_output=True, text=True, env=e,
                           timeout=timeout)
-
-
-@pytest.fixture
-def corpus_dir(tmp_path):
-    return write_corpus(tmp_path / "src")
