@@ -41,7 +41,7 @@ def assert_close_runs(a, b):
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
-    from train_helpers import write_corpus
+    from helpers import write_corpus
 
     tmp = tmp_path_factory.mktemp("ddp")
     data = str(write_corpus(tmp / "src"))

@@ -4,7 +4,8 @@ import os
 import sys
 
 import pytest
-from train_helpers import tiny_args, tiny_recipe, write_corpus
+from helpers import write_corpus
+from train_helpers import tiny_args, tiny_recipe
 
 from ratlm.cli import main
 from ratlm.train import recipe as rc

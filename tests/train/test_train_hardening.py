@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from train_helpers import tiny_args, tiny_recipe, write_corpus
+from helpers import write_corpus
+from train_helpers import tiny_args, tiny_recipe
 
 from ratlm.cli import main
 from ratlm.data import shards

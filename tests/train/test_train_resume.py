@@ -62,7 +62,7 @@ def assert_bit_identical(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume")
-    from train_helpers import write_corpus
+    from helpers import write_corpus
 
     data = str(write_corpus(tmp / "src"))
     out = str(tmp / "straight")
