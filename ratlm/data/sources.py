@@ -170,17 +170,22 @@ def open_data(spec, seq_len, *, options=None, tokenizer=None, val_data=None, val
         desc += " (prompt/response records as plain text, --sft false)"
     tok = choose_tokenizer(tokenizer, spec, init_from, texts=train_texts, log=log)
     enc = Encoder(tok)
+
+    def held_out():
+        """The validation stream: --val-data, else the source's own held-out texts (None: neither)."""
+        if val_data:
+            return _val_stream(enc, val_data, text_errors)
+        if val_texts is not None:
+            val_tokens, _, val_bytes = enc.stream(val_texts())
+            return TokenStream([val_tokens], val_bytes / max(1, len(val_tokens)))
+        return None
+
+    if val_data:
+        desc += f"; validation: {val_data}"
     if kind == "hf" and options.get("streaming", True):
         from .hf import StreamingRows, load
 
-        if val_data:
-            val_stream = _val_stream(enc, val_data, text_errors)
-            desc += f"; validation: {val_data}"
-        elif val_texts is not None:
-            val_tokens, _, val_bytes = enc.stream(val_texts())
-            val_stream = TokenStream([val_tokens], val_bytes / max(1, len(val_tokens)))
-        else:
-            val_stream = None
+        val_stream = held_out()
         train = StreamingRows(load(spec[3:], options.get("split", "train"), options), options.get("text_field", "text"),
                               enc, seq_len, skip_docs=n_held)
         val = StreamRows(val_stream, seq_len, enc.eos) if val_stream is not None else None
@@ -191,16 +196,9 @@ def open_data(spec, seq_len, *, options=None, tokenizer=None, val_data=None, val
     if not len(tokens):
         raise ValueError(f"--data {spec}: the training split holds no text")
     train_stream = TokenStream([tokens], nbytes / len(tokens))
-    if val_data:
-        val_stream = _val_stream(enc, val_data, text_errors)
-        desc += f"; validation: {val_data}"
-    elif val_texts is not None:
-        val_tokens, _, val_bytes = enc.stream(val_texts())
-        val_stream = TokenStream([val_tokens], val_bytes / max(1, len(val_tokens)))
-    elif val_fraction > 0:  # one file: its tail is the validation split
+    val_stream = held_out()
+    if val_stream is None and not val_data and val_fraction > 0:  # one file: its tail is the validation split
         train_stream, val_stream = train_stream.split_tail(val_fraction)
-    else:
-        val_stream = None
     n_val = len(val_stream) if val_stream is not None else 0
     desc += f"; {len(train_stream):,} train / {n_val:,} validation tokens, {docs:,} documents"
     val = StreamRows(val_stream, seq_len, enc.eos) if val_stream is not None else None

@@ -100,7 +100,7 @@ def test_score_only_bad_input(tmp_path, capsys):
     _error(["eval", "longbench", "--score-only", str(tmp_path / "missing")], capsys, "no such folder")
     os.remove(d / "nosuchtask.jsonl")
     _write(d / "hotpotqa.jsonl", ["{not json"])
-    _error(["eval", "longbench", "--score-only", str(d)], capsys, "not JSON")
+    _error(["eval", "longbench", "--score-only", str(d)], capsys, "not valid JSON")
 
 
 def test_mini_tasks_format(tmp_path, capsys):

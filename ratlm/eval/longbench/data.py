@@ -7,9 +7,9 @@ strings), length and all_classes (a list or null), as the benchmark's pred.py re
 """
 from __future__ import annotations
 
-import json
 import os
 
+from ...data.corpus import jsonl_records
 from ...errors import UserError
 
 FIELDS = ("input", "context", "answers", "length", "all_classes")
@@ -43,15 +43,8 @@ def task_file(folder: str, task: str, e: bool = False) -> str:
 def read_folder(folder: str, task: str, e: bool = False) -> list:
     path = task_file(folder, task, e)
     records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{n}: not JSON ({err.msg})") from None
-            records.append(check(rec, f"{path}:{n}"))
+    for n, rec in jsonl_records(path):
+        records.append(check(rec, f"{path}:{n}"))
     if not records:
         raise UserError(f"{path} is empty; it needs one JSON object per line")
     return records

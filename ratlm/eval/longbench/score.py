@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from ...data.corpus import jsonl_records
 from ...errors import UserError
 from . import tasks as T
 from .metrics import best_score
@@ -87,33 +88,26 @@ def task_score_e(task: str, predictions: list, answers: list, lengths: list, all
 def read_predictions(path: str, need_length: bool = False) -> tuple[list, list, object, list]:
     """(predictions, answers, all_classes of the last line, lengths) of one prediction file, checked."""
     preds, answers, lengths, classes = [], [], [], None
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise UserError(f"{path}:{n}: expected a JSON object per line")
-            missing = [k for k in FIELDS + (("length",) if need_length else ()) if k not in rec]
-            if missing:
-                raise UserError(f"{path}:{n}: missing field {missing[0]!r}; a prediction line needs pred, answers, "
-                                "all_classes" + (" and length (for --e)" if need_length else " (and length)"))
-            if not isinstance(rec["pred"], str):
-                raise UserError(f"{path}:{n}: 'pred' must be a string")
-            if not isinstance(rec["answers"], list) or not all(isinstance(a, str) for a in rec["answers"]):
-                raise UserError(f"{path}:{n}: 'answers' must be a list of strings")
-            if rec["all_classes"] is not None and not isinstance(rec["all_classes"], list):
-                raise UserError(f"{path}:{n}: 'all_classes' must be a list or null")
-            if need_length and not isinstance(rec["length"], (int, float)):
-                raise UserError(f"{path}:{n}: 'length' must be a number")
-            preds.append(rec["pred"])
-            answers.append(rec["answers"])
-            classes = rec["all_classes"]
-            if "length" in rec:
-                lengths.append(rec["length"])
+    for n, rec in jsonl_records(path):
+        if not isinstance(rec, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object per line")
+        missing = [k for k in FIELDS + (("length",) if need_length else ()) if k not in rec]
+        if missing:
+            raise UserError(f"{path}:{n}: missing field {missing[0]!r}; a prediction line needs pred, answers, "
+                            "all_classes" + (" and length (for --e)" if need_length else " (and length)"))
+        if not isinstance(rec["pred"], str):
+            raise UserError(f"{path}:{n}: 'pred' must be a string")
+        if not isinstance(rec["answers"], list) or not all(isinstance(a, str) for a in rec["answers"]):
+            raise UserError(f"{path}:{n}: 'answers' must be a list of strings")
+        if rec["all_classes"] is not None and not isinstance(rec["all_classes"], list):
+            raise UserError(f"{path}:{n}: 'all_classes' must be a list or null")
+        if need_length and not isinstance(rec["length"], (int, float)):
+            raise UserError(f"{path}:{n}: 'length' must be a number")
+        preds.append(rec["pred"])
+        answers.append(rec["answers"])
+        classes = rec["all_classes"]
+        if "length" in rec:
+            lengths.append(rec["length"])
     if not preds:
         raise UserError(f"{path} holds no predictions (an empty file); remove it or predict again")
     return preds, answers, classes, lengths
