@@ -43,7 +43,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    parser = Parser(prog="ratlm", description="RAT language models: train, generate, evaluate, benchmark.")
+    parser = Parser(prog="ratlm",
+                    description="RAT language models: train, generate, serve, evaluate, benchmark, reproduce.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
         module.register(sub)

@@ -8,7 +8,7 @@ from ..errors import UserError
 
 
 def register(sub):
-    p = sub.add_parser("bench", help="measure speed: one layer, or whole-model generation")
+    p = sub.add_parser("bench", help="measure speed: one layer, whole-model generation, or a server under load")
     bsub = p.add_subparsers(dest="bench_cmd", metavar="{layer,generate,serve}")
     b = bsub.add_parser("layer",
                         help="train / prefill / decode-step latency of each mixer, with ratios against attention",
