@@ -45,12 +45,16 @@ async def one(client, rng, prompts, refs, tok):
         stream = await client.completions.create(model="tiny", prompt=prompts[i], max_tokens=n, temperature=0,
                                                  stream=True)
         text, k = [], rng.randrange(1, 4)
-        async for chunk in stream:
+        chunks = aiter(stream)
+        async for chunk in chunks:
             if chunk.choices:
                 text.append(chunk.choices[0].text)
             if cancel and len(text) >= k:
-                await stream.close()  # the client goes away mid-stream
-                return "cancelled"
+                break
+        if cancel and len(text) >= k:  # the client goes away mid-stream: leave the loop, then close
+            await chunks.aclose()
+            await stream.close()
+            return "cancelled"
         got = "".join(text)
     else:
         coro = client.completions.create(model="tiny", prompt=prompts[i], max_tokens=n, temperature=0)
