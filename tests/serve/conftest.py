@@ -1,13 +1,6 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run best on one thread; on a shared, busy CPU, torch's thread pool can make them
-    10-100x slower. (Applies to every test in this folder.)"""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+def _tiny_models_on_one_thread(one_thread):
+    """Every test in this folder runs torch on one thread (the fixture is in tests/conftest.py)."""

@@ -4,6 +4,18 @@ import threading
 import time
 
 import httpx
+import torch
+
+EOS, PAD = 258, 256  # the byte tokenizer's end-of-sequence and padding ids
+
+
+def reference(model, prompt_ids, n):
+    """The greedy continuation of one prompt alone, through model.generate: what a served request must return."""
+    ids = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                             do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
+    return out[0, len(prompt_ids):].tolist()
 
 
 def free_port():

@@ -4,21 +4,12 @@ import random
 import pytest
 import torch
 from models.hf_tiny import KINDS, tiny_model
+from serve_helpers import EOS, reference
 
 from ratlm.data.tokenizer import byte_tokenizer
 from ratlm.models import decode_state_bytes
 from ratlm.serve.engine import Engine, QueueFull
 from ratlm.serve.sampling import SamplingParams
-
-EOS, PAD = 258, 256
-
-
-def reference(model, prompt, n):
-    ids = torch.tensor([prompt])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                             do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
-    return out[0, len(prompt):].tolist()
 
 
 def busy_run(engine, jobs, rng, extra=()):

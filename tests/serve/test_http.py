@@ -8,20 +8,10 @@ import openai
 import pytest
 import torch
 from models.hf_tiny import tiny_model
-from serve_helpers import ThreadServer
+from serve_helpers import ThreadServer, reference
 
 from ratlm.data.tokenizer import byte_tokenizer
 from ratlm.serve.engine import Engine
-
-EOS, PAD = 258, 256
-
-
-def reference(model, prompt_ids, n):
-    ids = torch.tensor([prompt_ids])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                             do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
-    return out[0, len(prompt_ids):].tolist()
 
 
 @pytest.fixture(scope="module")
