@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import options
 from ..cli import csv_list
 from ..errors import UserError
 
@@ -60,20 +61,13 @@ def register(sub):
                                                                       "`ratlm bench generate` or `ratlm bench serve`")))
 
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
-
-
 def parse_bytes(text):
-    """'4GiB', '512MiB', '2GB', '1e9', '1000000' -> bytes (int)."""
-    import re
-
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
+    """argparse type: a size ('4GiB', '512MiB', '2GB', '1e9', '1000000') in bytes (ratlm.options.parse_bytes)."""
+    try:
+        return options.parse_bytes(text)
+    except UserError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size: give bytes or a number with a unit, e.g. 4GiB, "
-                                         "512MiB, 2GB")
-    return int(float(m.group(1)) * _UNITS[unit])
+                                         "512MiB, 2GB") from None
 
 
 def _common(p):

@@ -50,7 +50,7 @@ def _parse_range(text):
 
 
 def _run(args):
-    from ..serve.server import parse_bytes
+    from ..options import parse_bytes
     from . import serve as bs
     from .api import _meta, _save, _setup
 

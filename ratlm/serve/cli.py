@@ -46,11 +46,12 @@ def _run(args):
 
     from ..errors import UserError
     from ..models.cli import _OFFICIAL
+    from ..options import parse_bytes
     from ..runtime import load
     from .app import create_app
     from .engine import Engine
     from .metrics import Metrics
-    from .server import parse_bytes, run_server
+    from .server import run_server
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")

@@ -2,29 +2,11 @@
 finish for `grace` seconds, cancel what is left, exit cleanly)."""
 from __future__ import annotations
 
-import re
 import signal
 import sys
 import threading
 
 import uvicorn
-
-from ..errors import UserError
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_bytes(text: str) -> int:
-    """'4GiB', '512MiB', '1.5GB', '1000000' -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _UNITS:
-        raise UserError(f"cannot read {text!r} as a size; write e.g. 4GiB, 512MiB, 2GB or a number of bytes")
-    n = int(float(m.group(1)) * _UNITS[unit])
-    if n < 1:
-        raise UserError(f"a size must be positive, got {text!r}")
-    return n
 
 
 class GracefulServer(uvicorn.Server):
