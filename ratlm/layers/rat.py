@@ -88,6 +88,10 @@ class RAT(Mixer):
 
     def _parallel(self, x, backend):
         z, v, u, q, k = self._project(x)
+        if torch.is_grad_enabled() and (v.requires_grad or k.requires_grad):
+            # the scan keeps k and v for its backward: as copies of their own, not as views that would keep
+            # the whole projection (z, v, g, q, k) alive until the backward (2.25 x (B, T, D) less per layer)
+            v, k = v.contiguous(), k.contiguous()
         ends = None
         if self.chunk_size <= MAX_ALIGNED_CHUNK:  # the scan also hands over the chunks' final pairs
             kt, vt, k_end, v_end = kv_chunk_scan(k, v, u, self.chunk_size)

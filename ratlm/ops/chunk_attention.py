@@ -220,17 +220,19 @@ def decode_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 # the complete chunks in order, the queries at offset l of their chunk (l = 0..L-1), one per chunk,
 # see exactly the keys of the earlier chunks: query chunk c sees keys 0..c-1. Dropping chunk 0 (whose
 # tokens only see their own running pair), query chunk c = 1.. against keys 0.. is plain causal
-# attention of equal lengths. So the L offsets become L batch entries of one causal flash call (keys
-# shared), and the running pair joins through a log-sum-exp merge. The backward is the flash backward
-# called with the merged output and log-sum-exp: exp(score - lse) are then the probabilities of the
-# full softmax and rowsum(dout * out) its delta, so the key/value/query gradients of the memory part
-# come out exact; the running pair's own gradients are two elementwise lines.
+# attention of equal lengths. So, per batch row, the H heads become the kernel's batch and the L offsets
+# its query heads over one shared key/value head (grouped-query attention): one causal flash call reads
+# the queries, outputs and gradients in place through strided views (no copies, the memory not
+# repeated L times), and the running pair joins through a log-sum-exp merge. The backward is the flash
+# backward called with the merged output and log-sum-exp: exp(score - lse) are then the probabilities
+# of the full softmax and rowsum(dout * out) its delta, so the key/value/query gradients of the memory
+# part come out exact (the kernel sums the key/value gradients over the L query heads); the running
+# pair's own gradients are two elementwise lines.
 
 USE_FLASH = True  # RAT layers take aligned_chunk_attention where it applies (False: the blocked kernel everywhere)
 # With gradients, the flash backward only pays off on long sequences (measured on an AVX-512/AMX Xeon, bf16:
 # slower than the blocked kernel at T = 1024 and 4096, faster at 16384); below this the blocked kernel trains.
 FLASH_TRAIN_MIN_TOKENS = 8192
-
 
 
 def _flash(*args, **kw):
@@ -241,22 +243,16 @@ def _flash_backward(*args, **kw):
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(*args, **kw)
 
 
-def _fold(t, L, Cq):
-    """(B, H, Cq * L, dh) token order -> (B * L, H, Cq - 1, dh): offset l of chunks 1..Cq-1 (a copy)."""
-    B, H, _, dh = t.shape
-    return t.view(B, H, Cq, L, dh).permute(0, 3, 1, 2, 4)[:, :, :, 1:].reshape(B * L, H, Cq - 1, dh)
+def _offsets(t, L, C):
+    """One batch row (H, C * L, ...) -> (H, L, C - 1, ...): offset l of chunks 1..C-1, a view."""
+    return t.unflatten(1, (C, L))[:, 1:].transpose(1, 2)
 
 
-def _unfold(t, B, L):
-    """Inverse of _fold for the chunks 1..: (B * L, H, N, dh) -> (B, H, N * L, dh) in token order."""
-    _, H, N, dh = t.shape
-    return t.view(B, L, H, N, dh).permute(0, 2, 3, 1, 4).reshape(B, H, N * L, dh)
-
-
-def _shared(t, L, n):
-    """Memory (B, H, >= n, dh) -> its first n slots repeated for the L offsets: (B * L, H, n, dh)."""
-    B, H, _, dh = t.shape
-    return t[:, :, :n].unsqueeze(1).expand(B, L, H, n, dh).reshape(B * L, H, n, dh)
+def _tokens(t, n):
+    """Inverse of _offsets for a kernel result (H, L, C - 1, ...) -> its first n tokens from chunk 1 on,
+    (H, n, ...) in token order (a view when the kernel wrote token-major, as PyTorch's does)."""
+    H, L, N = t.shape[:3]
+    return t.transpose(1, 2).reshape(H, N * L, *t.shape[3:])[:, :n]
 
 
 def _pad_tokens(t, n):
@@ -270,21 +266,21 @@ class _AlignedChunkAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, self_score, self_value, L, scale):
         B, H, T, dh = q.shape
         acc = acc_dtype(q.dtype)
-        Cq = -(-T // L)
+        C = -(-T // L)
         out = self_value.to(acc, copy=True)
         lse = self_score.to(acc, copy=True)
-        if Cq > 1:
-            qf = _fold(_pad_tokens(q, Cq * L), L, Cq)
-            kf, vf = _shared(k.to(q.dtype), L, Cq - 1), _shared(v.to(q.dtype), L, Cq - 1)
-            om, lm = _flash(qf, kf, vf, 0.0, True, scale=scale)
-            om = _unfold(om, B, L)[:, :, : T - L].to(acc)
-            lm = _unfold(lm.to(acc)[..., None], B, L)[:, :, : T - L, 0]
-            ss, sv = lse[:, :, L:], out[:, :, L:]
-            m = torch.maximum(lm, ss)
-            a, b = torch.exp(lm - m), torch.exp(ss - m)
-            denom = a + b
-            out[:, :, L:] = (om * a[..., None]).addcmul_(sv, b[..., None]).div_(denom[..., None])
-            lse[:, :, L:] = m + denom.log()
+        if C > 1:
+            qp = _pad_tokens(q, C * L)
+            kk, vv = k[:, :, None, : C - 1].to(q.dtype), v[:, :, None, : C - 1].to(q.dtype)  # one key head
+            for b in range(B):
+                om, lm = _flash(_offsets(qp[b], L, C), kk[b], vv[b], 0.0, True, scale=scale)
+                om, lm = _tokens(om, T - L).to(acc), _tokens(lm, T - L).to(acc)
+                ss, sv = lse[b, :, L:], out[b, :, L:]
+                m = torch.maximum(lm, ss)
+                a, e = torch.exp(lm - m), torch.exp(ss - m)
+                denom = a + e
+                out[b, :, L:] = om.mul_(a[..., None]).addcmul_(sv, e[..., None]).div_(denom[..., None])
+                lse[b, :, L:] = m + denom.log()
         ctx.save_for_backward(q, k, v, self_score, self_value, out, lse)
         ctx.L, ctx.scale = L, scale
         return out
@@ -301,21 +297,21 @@ class _AlignedChunkAttention(torch.autograd.Function):
         ps = torch.exp(self_score.to(acc) - lse)[..., None]
         dss = ps * ((dout * self_value.to(acc)).sum(-1, keepdim=True) - delta)
         dsv = ps * dout
-        Cq = -(-T // L)
+        C = -(-T // L)
         dq = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
         dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
         dv = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
-        if Cq > 1:
-            n = Cq * L
-            qf = _fold(_pad_tokens(q, n), L, Cq)
-            kf, vf = _shared(k.to(q.dtype), L, Cq - 1), _shared(v.to(q.dtype), L, Cq - 1)
-            of = _fold(_pad_tokens(out.to(q.dtype), n), L, Cq)
-            df = _fold(_pad_tokens(dout.to(q.dtype), n), L, Cq)
-            lf = _fold(_pad_tokens(lse[..., None], n), L, Cq)[..., 0].contiguous()
-            dqf, dkf, dvf = _flash_backward(df, qf, kf, vf, of, lf, 0.0, True, scale=scale)
-            dq[:, :, L:] = _unfold(dqf, B, L)[:, :, : T - L]
-            dk[:, :, : Cq - 1] = dkf.view(B, L, H, Cq - 1, dh).sum(1)
-            dv[:, :, : Cq - 1] = dvf.view(B, L, H, Cq - 1, dh).sum(1)
+        if C > 1:
+            n = C * L
+            qp, op, dp = (_pad_tokens(t.to(q.dtype), n) for t in (q, out, dout))
+            lp = _pad_tokens(lse[..., None], n)[..., 0]
+            kk, vv = k[:, :, None, : C - 1].to(q.dtype), v[:, :, None, : C - 1].to(q.dtype)  # one key head
+            for b in range(B):
+                dqb, dkb, dvb = _flash_backward(_offsets(dp[b], L, C), _offsets(qp[b], L, C), kk[b], vv[b],
+                                                _offsets(op[b], L, C), _offsets(lp[b], L, C), 0.0, True, scale=scale)
+                dq[b, :, L:] = _tokens(dqb, T - L)
+                dk[b, :, : C - 1] = dkb[:, 0]
+                dv[b, :, : C - 1] = dvb[:, 0]
         return dq, dk, dv, dss[..., 0].to(self_score.dtype), dsv.to(self_value.dtype), None, None
 
 

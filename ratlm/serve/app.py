@@ -43,6 +43,23 @@ def error_response(status, message, type_="invalid_request_error", param=None, c
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class APIKeyMiddleware:
+    """Every route but /health answers 401 without `Authorization: Bearer KEY`. A plain ASGI middleware:
+    Starlette's `@app.middleware("http")` would relay every streamed chunk through an extra task."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.expected = app, f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] != "/health":
+            if dict(scope["headers"]).get(b"authorization", b"") != self.expected:
+                response = error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                          "authentication_error", code="invalid_api_key")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 # ------------------------------------------------------------------------------------ request bodies
 class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")  # fields we do not use are accepted and ignored
@@ -125,13 +142,8 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, metr
     async def _internal(request, e: Exception):
         return error_response(500, f"internal error: {type(e).__name__}: {e}", "server_error")
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if api_key is not None and request.url.path != "/health":
-            if request.headers.get("authorization", "") != f"Bearer {api_key}":
-                return error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                                      "authentication_error", code="invalid_api_key")
-        return await call_next(request)
+    if api_key is not None:
+        app.add_middleware(APIKeyMiddleware, api_key=api_key)
 
     @app.get("/health")
     async def health():

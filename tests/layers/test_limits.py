@@ -114,3 +114,33 @@ def test_bfloat16_matches_float32_loosely():
     assert cache.running.dtype == torch.float32  # bf16 model, float32 state
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
     torch.testing.assert_close(dec.float(), out.float(), rtol=0.05, atol=0.05)
+
+
+def _saved_storages(module, x):
+    """{storage pointer: bytes} of every tensor autograd keeps for the backward of module(x)."""
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return saved
+
+
+@pytest.mark.parametrize("flash", [True, False])
+def test_rat_training_keeps_neither_the_projection_nor_copies_per_chunk_offset(flash, monkeypatch):
+    """What RAT's training forward keeps for its backward: not the whole input projection (z, v, g, q, k;
+    only k and v, which the scan needs) and nothing L times over; about 10 (T, D) float32 tensors in all."""
+    from ratlm.ops import chunk_attention as ca
+
+    monkeypatch.setattr(ca, "FLASH_TRAIN_MIN_TOKENS", 0)
+    monkeypatch.setattr(ca, "USE_FLASH", flash)
+    B, T, D = 1, 256, 64
+    m = RAT(D, 4, chunk_size=16, qk_groups=2)
+    saved = _saved_storages(m, torch.randn(B, T, D, requires_grad=True))
+    unit = B * T * D * 4
+    projection = B * T * m.in_proj.out_features * 4
+    assert max(saved.values()) < projection
+    assert sum(saved.values()) < 11 * unit + sum(p.numel() * 4 for p in m.parameters())
