@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..ops.dtypes import autocast_off, up
+
 if TYPE_CHECKING:
     from .cache import LayerCache
 
@@ -52,6 +54,41 @@ def uncompact(y: torch.Tensor, lengths: torch.Tensor, order: torch.Tensor, T: in
         y = torch.cat([y, y.new_zeros(B, T - Tc, *y.shape[2:])], 1)
     idx = order.reshape(B, T, *([1] * (y.dim() - 2))).expand_as(y)
     return torch.zeros_like(y).scatter(1, idx, y)
+
+
+def gated_output(out_proj: nn.Linear, z: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """out_proj((sigmoid(z) * y) in dtype), z and y in float32 (float64 for float64), the gate of RAT and
+    the RNN. With gradients it keeps sigmoid(z) and y for the backward and recomputes their product there,
+    instead of also keeping the product (one (B, T, D) tensor less per layer)."""
+    s = torch.sigmoid(up(z))
+    w = out_proj.weight
+    if out_proj.bias is not None or not torch.is_grad_enabled() or not (
+            s.requires_grad or y.requires_grad or w.requires_grad):
+        return out_proj((s * y).to(dtype))
+    dev = y.device.type
+    mm = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else dtype  # what nn.Linear would use
+    return _GatedProjection.apply(s, y, w, mm)
+
+
+class _GatedProjection(torch.autograd.Function):
+    """(s * y).to(mm) @ w.to(mm).T, keeping s and y (not their product) for the backward."""
+
+    @staticmethod
+    @autocast_off
+    def forward(ctx, s, y, w, mm):
+        ctx.save_for_backward(s, y, w)
+        ctx.mm = mm
+        return nn.functional.linear((s * y).to(mm), w.to(mm))
+
+    @staticmethod
+    @autocast_off
+    def backward(ctx, dout):
+        s, y, w = ctx.saved_tensors
+        p = s * y
+        dout = dout.to(ctx.mm)
+        dw = dout.reshape(-1, dout.shape[-1]).T @ p.to(ctx.mm).reshape(-1, p.shape[-1])
+        dp = (dout @ w.to(ctx.mm)).to(p.dtype)
+        return dp * y, dp * s, dw.to(w.dtype), None
 
 
 def init_gate_bias(bias: torch.Tensor, span: float) -> None:

@@ -23,7 +23,7 @@ from ..ops.naive import naive_rat
 from ..ops.rope import rotate
 from ..ops.scan import MAX_ALIGNED_CHUNK, gated_scan, kv_chunk_scan
 from .cache import ChunkCache, scatter_tokens
-from .common import Mixer, gather_rows, init_gate_bias
+from .common import Mixer, gated_output, gather_rows, init_gate_bias
 
 NEVER = 1 << 60  # chunk index of an empty memory slot: no query ever sees it
 
@@ -78,7 +78,7 @@ class RAT(Mixer):
         return rotate(t, chunk, self.rope_theta)
 
     def _out(self, z, y, dtype):
-        return self.out_proj((torch.sigmoid(up(z)) * y).to(dtype))
+        return gated_output(self.out_proj, z, y, dtype)
 
     # the three ways to run ----------------------------------------------------------------------
     def _naive(self, x):
@@ -204,12 +204,13 @@ class RAT(Mixer):
             e_chunk = torch.where(ok, (start[:, None] + idx) // L, NEVER)
         keys = self._rotate(keys.to(dtype), e_chunk)
         values = values.to(dtype)
-        q = self._rotate(q, q_chunk).transpose(1, 2).repeat(1, H // G, 1, 1).to(dtype)  # (B, H, T, dh)
+        q = self._rotate(q, q_chunk).transpose(1, 2).to(dtype)  # (B, G, T, dh)
         mem_k, mem_v, k_chunk = keys.transpose(1, 2), values.transpose(1, 2), e_chunk
         if (isinstance(start, int) and start == 0 and (cache is None or cache.max_chunks == 0)
                 and use_aligned_flash(q, mem_k, mem_v, self_score, vt)):
             y = aligned_chunk_attention(q, mem_k, mem_v, self_score, vt.transpose(1, 2), L, 1.0)
             return y.transpose(1, 2).reshape(B, T, H * dh), (keys, values)
+        q = q.repeat(1, H // G, 1, 1)  # (B, H, T, dh): head h reads group h mod G
         if cache is not None and cache.max_chunks > 0:
             cmax = cache.max_chunks
             slots = torch.arange(cmax, device=dev)[None]

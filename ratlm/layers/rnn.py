@@ -12,7 +12,7 @@ from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rnn
 from ..ops.scan import gated_scan
 from .cache import RNNCache
-from .common import Mixer, gather_rows, init_gate_bias
+from .common import Mixer, gated_output, gather_rows, init_gate_bias
 
 
 class RNN(Mixer):
@@ -41,7 +41,7 @@ class RNN(Mixer):
         return z, v, up(g) + up(self.gate_bias)
 
     def _out(self, z, h, dtype):
-        return self.out_proj((torch.sigmoid(up(z)) * h).to(dtype))
+        return gated_output(self.out_proj, z, h, dtype)
 
     def _naive(self, x):
         z, v, u = self._project(x)

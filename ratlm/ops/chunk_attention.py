@@ -264,7 +264,8 @@ class _AlignedChunkAttention(torch.autograd.Function):
     @staticmethod
     @autocast_off
     def forward(ctx, q, k, v, self_score, self_value, L, scale):
-        B, H, T, dh = q.shape
+        B, G, T, dh = q.shape
+        H = k.shape[1]
         acc = acc_dtype(q.dtype)
         C = -(-T // L)
         out = self_value.to(acc, copy=True)
@@ -272,15 +273,15 @@ class _AlignedChunkAttention(torch.autograd.Function):
         if C > 1:
             qp = _pad_tokens(q, C * L)
             kk, vv = k[:, :, None, : C - 1].to(q.dtype), v[:, :, None, : C - 1].to(q.dtype)  # one key head
-            for b in range(B):
-                om, lm = _flash(_offsets(qp[b], L, C), kk[b], vv[b], 0.0, True, scale=scale)
+            for b, h in _head_blocks(B, H, G):  # heads h: h + G read the query groups 0..G-1
+                om, lm = _flash(_offsets(qp[b], L, C), kk[b, h], vv[b, h], 0.0, True, scale=scale)
                 om, lm = _tokens(om, T - L).to(acc), _tokens(lm, T - L).to(acc)
-                ss, sv = lse[b, :, L:], out[b, :, L:]
+                ss, sv = lse[b, h, L:], out[b, h, L:]
                 m = torch.maximum(lm, ss)
                 a, e = torch.exp(lm - m), torch.exp(ss - m)
                 denom = a + e
-                out[b, :, L:] = om.mul_(a[..., None]).addcmul_(sv, e[..., None]).div_(denom[..., None])
-                lse[b, :, L:] = m + denom.log()
+                out[b, h, L:] = om.mul_(a[..., None]).addcmul_(sv, e[..., None]).div_(denom[..., None])
+                lse[b, h, L:] = m + denom.log()
         ctx.save_for_backward(q, k, v, self_score, self_value, out, lse)
         ctx.L, ctx.scale = L, scale
         return out
@@ -290,7 +291,8 @@ class _AlignedChunkAttention(torch.autograd.Function):
     def backward(ctx, dout):
         q, k, v, self_score, self_value, out, lse = ctx.saved_tensors
         L, scale = ctx.L, ctx.scale
-        B, H, T, dh = q.shape
+        B, G, T, dh = q.shape
+        H = k.shape[1]
         acc = acc_dtype(q.dtype)
         dout = dout.to(acc)
         delta = (dout * out).sum(-1, keepdim=True)
@@ -298,7 +300,7 @@ class _AlignedChunkAttention(torch.autograd.Function):
         dss = ps * ((dout * self_value.to(acc)).sum(-1, keepdim=True) - delta)
         dsv = ps * dout
         C = -(-T // L)
-        dq = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
+        dq = torch.zeros(q.shape, dtype=acc if G < H else q.dtype, device=q.device)  # summed over head blocks
         dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
         dv = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
         if C > 1:
@@ -306,13 +308,20 @@ class _AlignedChunkAttention(torch.autograd.Function):
             qp, op, dp = (_pad_tokens(t.to(q.dtype), n) for t in (q, out, dout))
             lp = _pad_tokens(lse[..., None], n)[..., 0]
             kk, vv = k[:, :, None, : C - 1].to(q.dtype), v[:, :, None, : C - 1].to(q.dtype)  # one key head
-            for b in range(B):
-                dqb, dkb, dvb = _flash_backward(_offsets(dp[b], L, C), _offsets(qp[b], L, C), kk[b], vv[b],
-                                                _offsets(op[b], L, C), _offsets(lp[b], L, C), 0.0, True, scale=scale)
-                dq[b, :, L:] = _tokens(dqb, T - L)
-                dk[b, :, : C - 1] = dkb[:, 0]
-                dv[b, :, : C - 1] = dvb[:, 0]
-        return dq, dk, dv, dss[..., 0].to(self_score.dtype), dsv.to(self_value.dtype), None, None
+            for b, h in _head_blocks(B, H, G):
+                dqb, dkb, dvb = _flash_backward(_offsets(dp[b, h], L, C), _offsets(qp[b], L, C), kk[b, h], vv[b, h],
+                                                _offsets(op[b, h], L, C), _offsets(lp[b, h], L, C), 0.0, True,
+                                                scale=scale)
+                dq[b, :, L:] += _tokens(dqb, T - L)
+                dk[b, h, : C - 1] = dkb[:, 0]
+                dv[b, h, : C - 1] = dvb[:, 0]
+        return (dq.to(q.dtype), dk, dv, dss[..., 0].to(self_score.dtype), dsv.to(self_value.dtype), None,
+                None)
+
+
+def _head_blocks(B, H, G):
+    """(batch row, heads r*G .. r*G+G-1) for every row and block of G heads (one kernel call each)."""
+    return [(b, slice(r * G, (r + 1) * G)) for b in range(B) for r in range(H // G)]
 
 
 def use_aligned_flash(q: torch.Tensor, *others: torch.Tensor) -> bool:
@@ -334,9 +343,13 @@ def aligned_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
     """`chunk_attention` for the common case, through PyTorch's fused CPU flash kernel: queries are
     tokens 0..T-1 (query t in chunk t // chunk_size) and k, v hold the final pairs of the complete
     chunks in order (slot j = chunk j; at least ceil(T / chunk_size) - 1 of them). Same arguments
-    otherwise (q (B, H, T, dh), self_score (B, H, T), self_value (B, H, T, dh)); returns float32
-    (float64 for float64) (B, H, T, dh). CPU only (see flash_available)."""
+    otherwise (self_score (B, H, T), self_value (B, H, T, dh)), except that q may hold G query groups,
+    (B, G, T, dh) with G dividing H: head h reads group h mod G (G = H: a query per head), as RAT's
+    grouped queries are tiled. Returns float32 (float64 for float64) (B, H, T, dh). CPU only (see
+    flash_available)."""
     T, L = q.shape[2], int(chunk_size)
+    if k.shape[1] % q.shape[1]:
+        raise ValueError(f"{q.shape[1]} query groups do not divide {k.shape[1]} heads")
     if k.shape[2] < -(-T // L) - 1:
         raise ValueError(f"{T} queries in chunks of {L} need the final pairs of {-(-T // L) - 1} chunks, "
                          f"got {k.shape[2]}")

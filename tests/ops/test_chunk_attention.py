@@ -164,3 +164,23 @@ def test_aligned_flash_path_needs_the_chunk_ends():
     inputs, _, _ = _case(1, 1, 40, 2, 4, 4, [0])
     with pytest.raises(ValueError, match="need the final pairs of 9 chunks"):
         ca.aligned_chunk_attention(*inputs, 4, 1.0)
+
+
+@pytest.mark.parametrize("T,L", [(50, 4), (64, 16)])
+def test_aligned_flash_path_with_query_groups(T, L):
+    """q with G query groups for H heads (head h reads group h mod G, as RAT tiles them) equals q tiled
+    to H heads: values, and gradients (the groups' summed over the heads that read them), float64."""
+    B, H, G, dh, Nk = 2, 6, 2, 8, -(-T // L) - 1
+    g = torch.Generator().manual_seed(T)
+    qg, k, v, ss, sv = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+                        for s in [(B, G, T, dh), (B, H, Nk, dh), (B, H, Nk, dh), (B, H, T), (B, H, T, dh)]]
+    out = ca.aligned_chunk_attention(qg, k, v, ss, sv, L, 0.3)
+    ref = dense_reference(qg.repeat(1, H // G, 1, 1), k, v, ss, sv, (torch.arange(T) // L)[None],
+                          torch.arange(Nk)[None], 0.3)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(ref)
+    inputs = [qg, k, v, ss, sv]
+    for a, b in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="4 query groups do not divide 6 heads"):
+        ca.aligned_chunk_attention(torch.zeros(B, 4, T, dh, dtype=torch.float64), k, v, ss, sv, L, 0.3)
