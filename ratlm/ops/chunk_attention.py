@@ -230,9 +230,10 @@ def decode_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 # pair's own gradients are two elementwise lines.
 
 USE_FLASH = True  # RAT layers take aligned_chunk_attention where it applies (False: the blocked kernel everywhere)
-# With gradients, the flash backward only pays off on long sequences (measured on an AVX-512/AMX Xeon, bf16:
-# slower than the blocked kernel at T = 1024 and 4096, faster at 16384); below this the blocked kernel trains.
-FLASH_TRAIN_MIN_TOKENS = 8192
+# With gradients, the flash backward only pays off on long sequences and with AVX-512: on an AVX-512/AMX Xeon
+# it was slower than the blocked kernel at T = 1024 and 4096 and faster at 16384; on an AVX2 EPYC slower at
+# every length (fp32, T = 16384: 2.68 s against 2.48 s). From this many tokens it trains; None: never.
+FLASH_TRAIN_MIN_TOKENS = 8192 if torch.backends.cpu.get_cpu_capability() == "AVX512" else None
 
 
 def _flash(*args, **kw):
@@ -326,10 +327,12 @@ def _head_blocks(B, H, G):
 
 def use_aligned_flash(q: torch.Tensor, *others: torch.Tensor) -> bool:
     """Whether RAT's aligned case should take aligned_chunk_attention: on CPU, and when a gradient is
-    wanted only for sequences of at least FLASH_TRAIN_MIN_TOKENS queries."""
+    wanted only for sequences of at least FLASH_TRAIN_MIN_TOKENS queries (never when that is None)."""
     if not flash_available(q.device):
         return False
-    return q.shape[2] >= FLASH_TRAIN_MIN_TOKENS or not needs_grad(q, *others)
+    if needs_grad(q, *others):
+        return FLASH_TRAIN_MIN_TOKENS is not None and q.shape[2] >= FLASH_TRAIN_MIN_TOKENS
+    return True
 
 
 def flash_available(device: torch.device | str) -> bool:

@@ -184,3 +184,20 @@ def test_aligned_flash_path_with_query_groups(T, L):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="4 query groups do not divide 6 heads"):
         ca.aligned_chunk_attention(torch.zeros(B, 4, T, dh, dtype=torch.float64), k, v, ss, sv, L, 0.3)
+
+
+def test_training_takes_the_flash_path_only_where_it_pays_off(monkeypatch):
+    """Without gradients the aligned case always takes the flash kernel; with them only from
+    FLASH_TRAIN_MIN_TOKENS queries, and never where that is None (CPUs without AVX-512)."""
+    q = torch.zeros(1, 2, 64, 8, requires_grad=True)
+    with torch.no_grad():
+        assert ca.use_aligned_flash(q)
+    monkeypatch.setattr(ca, "FLASH_TRAIN_MIN_TOKENS", None)
+    assert not ca.use_aligned_flash(q)
+    monkeypatch.setattr(ca, "FLASH_TRAIN_MIN_TOKENS", 64)
+    assert ca.use_aligned_flash(q)
+    monkeypatch.setattr(ca, "FLASH_TRAIN_MIN_TOKENS", 65)
+    assert not ca.use_aligned_flash(q)
+    expected = 8192 if torch.backends.cpu.get_cpu_capability() == "AVX512" else None
+    monkeypatch.undo()
+    assert ca.FLASH_TRAIN_MIN_TOKENS == expected
