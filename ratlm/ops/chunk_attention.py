@@ -274,7 +274,7 @@ class _AlignedChunkAttention(torch.autograd.Function):
         if C > 1:
             qp = _pad_tokens(q, C * L)
             kk, vv = k[:, :, None, : C - 1].to(q.dtype), v[:, :, None, : C - 1].to(q.dtype)  # one key head
-            for b, h in _head_blocks(B, H, G):  # heads h: h + G read the query groups 0..G-1
+            for b, h in _head_blocks(B, H, G):  # one block of G heads: its head g reads query group g
                 om, lm = _flash(_offsets(qp[b], L, C), kk[b, h], vv[b, h], 0.0, True, scale=scale)
                 om, lm = _tokens(om, T - L).to(acc), _tokens(lm, T - L).to(acc)
                 ss, sv = lse[b, h, L:], out[b, h, L:]
