@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..ops.chunk_attention import needs_grad
 from ..ops.dtypes import autocast_off, up
 
 if TYPE_CHECKING:
@@ -62,8 +63,7 @@ def gated_output(out_proj: nn.Linear, z: torch.Tensor, y: torch.Tensor, dtype: t
     instead of also keeping the product (one (B, T, D) tensor less per layer)."""
     s = torch.sigmoid(up(z))
     w = out_proj.weight
-    if out_proj.bias is not None or not torch.is_grad_enabled() or not (
-            s.requires_grad or y.requires_grad or w.requires_grad):
+    if out_proj.bias is not None or not needs_grad(s, y, w):
         return out_proj((s * y).to(dtype))
     dev = y.device.type
     mm = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else dtype  # what nn.Linear would use

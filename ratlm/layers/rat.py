@@ -17,7 +17,13 @@ import math
 import torch
 from torch import nn
 
-from ..ops.chunk_attention import aligned_chunk_attention, chunk_attention, decode_attention, use_aligned_flash
+from ..ops.chunk_attention import (
+    aligned_chunk_attention,
+    chunk_attention,
+    decode_attention,
+    needs_grad,
+    use_aligned_flash,
+)
 from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rat
 from ..ops.rope import rotate
@@ -88,7 +94,7 @@ class RAT(Mixer):
 
     def _parallel(self, x, backend):
         z, v, u, q, k = self._project(x)
-        if torch.is_grad_enabled() and (v.requires_grad or k.requires_grad):
+        if needs_grad(v, k):
             # the scan keeps k and v for its backward: as copies of their own, not as views that would keep
             # the whole projection (z, v, g, q, k) alive until the backward (2.25 x (B, T, D) less per layer)
             v, k = v.contiguous(), k.contiguous()
