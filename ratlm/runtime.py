@@ -42,6 +42,20 @@ def pick_dtype(name: str | torch.dtype | None, device: torch.device | str) -> to
     return DTYPES[name]
 
 
+def bf16_note(device: torch.device | str, dtype: torch.dtype | str | None) -> str | None:
+    """A note for bfloat16 work on a CPU without native bf16 instructions (AVX512-BF16 or AMX-BF16), where
+    torch emulates it and it runs several times slower than float32; None otherwise."""
+    if torch.device(device).type != "cpu" or pick_dtype(dtype, device) != torch.bfloat16:
+        return None
+    from .bench.system import cpu_info
+
+    info = cpu_info()
+    if info["isa"].get("bf16"):
+        return None
+    return (f"note: this CPU ({info['model']}) has no native bf16 instructions (AVX512-BF16 or AMX): bfloat16 is "
+            "emulated and runs several times slower than float32 here")
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
@@ -127,4 +141,7 @@ def load(path: str, device: torch.device | str | None = None, dtype: torch.dtype
     device = pick_device(device)
     model = load_model(path, device, pick_dtype(dtype, device), official, notes)
     tok = load_tokenizer(tokenizer, model, path, notes)
+    note = bf16_note(device, dtype)
+    if note:
+        notes.append(note[len("note: "):])
     return Loaded(model, tok, notes)

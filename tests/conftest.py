@@ -11,3 +11,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_report_header(config):
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client", "openai", "httpx")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"serving tests over HTTP not collected: {', '.join(missing)} missing "
+                '(pip install -e ".[test,serve]")')

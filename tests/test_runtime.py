@@ -54,3 +54,17 @@ def test_load_errors_are_one_line(tmp_path):
         load(small, official={"mixer": "rat"})
     with pytest.raises(UserError, match="no such tokenizer directory"):
         load(small, tokenizer=str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_note_only_where_bf16_is_emulated(monkeypatch, native):
+    from ratlm import runtime
+    from ratlm.bench import system
+
+    monkeypatch.setattr(system, "cpu_info", lambda: {"model": "Some CPU", "isa": {"bf16": native}})
+    note = runtime.bf16_note("cpu", "bfloat16")
+    assert (note is None) == native
+    if not native:
+        assert "Some CPU" in note and "emulated" in note and "\n" not in note
+    assert runtime.bf16_note("cpu", "float32") is None and runtime.bf16_note("cpu", None) is None
+    assert runtime.bf16_note("cuda", "bfloat16") is None

@@ -36,6 +36,14 @@ def _setup(device, threads, warmup, repeats, clock="wall"):
     return device
 
 
+def _note_dtype(device, dtype):
+    from ..runtime import bf16_note
+
+    note = bf16_note(device, dtype)
+    if note:
+        print(f"ratlm: {note}", file=sys.stderr)
+
+
 def _progress():
     from tqdm import tqdm
 
@@ -111,6 +119,7 @@ def layer(*, preset: str | None = None, mixers: Sequence[str] | None = None, len
         raise UserError("--lengths must be positive")
     if "attention" not in opts["mixers"]:
         opts["mixers"] = ["attention", *opts["mixers"]]  # ratios need it
+    _note_dtype(device, opts["dtype"])
     results = bl.run(mixers=opts["mixers"], lengths=opts["lengths"], modes=modes, hidden=opts["hidden"],
                      heads=opts["heads"], batch=opts["batch"] or 1, token_budget=opts["token_budget"],
                      window=window, qk_groups=qk_groups, dtype=opts["dtype"], device=device,
@@ -157,6 +166,7 @@ def generate(*, variants: Sequence[str] | None = None, size: str | None = None, 
     elif cache_memory:
         raise UserError("--cache-memory only applies with --max-batch")
     try:
+        _note_dtype(device, dtype)
         results = bg.run(variants, size, prompt_len, new_tokens, batch, max_batch, batch_limit, device, dtype,
                          warmup, repeats, progress=_progress(), cache_memory=budget)
     except ValueError as e:

@@ -70,11 +70,15 @@ def parse_bytes(text):
                                          "512MiB, 2GB") from None
 
 
-def _common(p):
+def _common(p, serve=False):
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: float32 on CPU, bfloat16 on CUDA")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    if serve:
+        p.add_argument("--warmup", type=int, default=2,
+                       help="untimed requests sent to each server, one at a time, before its loads (default 2)")
+    else:
+        p.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones (default 1)")
+        p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time (default); cpu: this process's CPU time, for a shared, loaded machine "

@@ -1,7 +1,9 @@
 """`ratlm bench layer`: latency of one mixer layer for training, prefill and a decode step.
 
 All variants are measured in the same run, so ratios against attention compare like with like.
-Each measurement: warmup runs, then `repeats` timed runs, reported as the median. A decode run is
+Each measurement: warmup runs, then `repeats` timed runs, reported as the median; the repeats of the
+mixers of one (mode, length) take turns (A, B, C, A, B, C, ...), so that a machine whose speed drifts
+slows them alike, and the memory peak is that of each mixer's first timed run. A decode run is
 DECODE_STEPS consecutive steps from the given position (so it includes the steps where a chunk ends
 and joins RAT's memory), reported per step.
 """
@@ -100,17 +102,11 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _time(fn, device, warmup, repeats):
-    for _ in range(warmup):
-        fn()
+def _time_once(fn, device):
+    t0 = now()
+    fn()
     _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = now()
-        fn()
-        _sync(device)
-        times.append(now() - t0)
-    return times
+    return now() - t0
 
 
 def _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device, steps, compile):
@@ -151,24 +147,33 @@ def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=
     lengths = lengths or [1024, 4096, 16384]
     specs = [parse_mixer(m, window) for m in mixers]
     results = []
-    steps = [(s, mode, T) for T in lengths for mode in modes for s in specs]
-    bar = progress(total=len(steps), desc="bench layer") if progress else None
-    for (label, kind, opts), mode, T in steps:
-        torch.manual_seed(seed)
+    groups = [(mode, T) for T in lengths for mode in modes]
+    bar = progress(total=len(groups) * len(specs), desc="bench layer") if progress else None
+    for mode, T in groups:
         B = max(1, token_budget // T) if token_budget else batch
-        layer = build(kind, hidden, heads, opts, qk_groups).to(device=device, dtype=dt)
-        fn, flops, cache_bytes = _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device,
-                                           warmup + repeats + 1, compile)
-        with PeakMemory(device) as peak:
-            times = _time(fn, device, warmup, repeats)
-        if mode == "decode":
-            times = [s / DECODE_STEPS for s in times]
-            flops /= DECODE_STEPS
-        results.append(Result(label, mode, T, B, statistics.median(times), times, flops, cache_bytes,
-                              peak_bytes=peak.bytes, memory_kind=peak.kind, compile=bool(compile)))
-        del layer, fn
-        if bar:
-            bar.update(1)
+        work = []  # every mixer's workload of this (mode, T), alive together so that repeats interleave
+        for label, kind, opts in specs:
+            torch.manual_seed(seed)
+            layer = build(kind, hidden, heads, opts, qk_groups).to(device=device, dtype=dt)
+            fn, flops, cache_bytes = _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device,
+                                               warmup + repeats + 1, compile)
+            for _ in range(warmup):
+                fn()
+            with PeakMemory(device) as peak:  # the first timed run, alone: its memory peak
+                first = _time_once(fn, device)
+            work.append([label, fn, flops, cache_bytes, peak, [first]])
+            if bar:
+                bar.update(1)
+        for _ in range(repeats - 1):  # A, B, C, A, B, C, ...: drift of the machine hits every mixer alike
+            for w in work:
+                w[5].append(_time_once(w[1], device))
+        for label, _, flops, cache_bytes, peak, times in work:
+            if mode == "decode":
+                times = [s / DECODE_STEPS for s in times]
+                flops /= DECODE_STEPS
+            results.append(Result(label, mode, T, B, statistics.median(times), times, flops, cache_bytes,
+                                  peak_bytes=peak.bytes, memory_kind=peak.kind, compile=bool(compile)))
+        del work
     if bar:
         bar.close()
     base = {(r.mode, r.length): r.median_s for r in results if r.mixer == "attention"}

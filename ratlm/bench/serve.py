@@ -4,9 +4,10 @@ For each target (a `ratlm serve` subprocess per model variant, or `--url`), and 
 C async clients (the real `openai.AsyncOpenAI`, streaming) send `requests` completions between
 them; prompts are slices of the local corpus (the standard library's sources by default) of the given
 lengths in characters (= tokens with the byte tokenizer of the preset models), `new_tokens` each
-(`ignore_eos`, temperature 0). Reported: requests/s and output tokens/s over the wall time, time to
-first token and inter-token latency (p50, p99), the largest number of rows running at once (from
-/metrics), and the server's peak resident memory. `--compare` runs attention, RAT and the hybrids
+(`ignore_eos`, temperature 0), after `warmup` untimed requests to each target, one at a time.
+Reported: requests/s and output tokens/s over the wall time, time to first token and inter-token
+latency (p50, p99), the largest number of rows running at once (from /metrics), and the server's
+peak resident memory. `--compare` runs attention, RAT and the hybrids
 of the same size one after another under the same load and `--cache-memory`, plus `transformers
 serve` when asked and available, with ratios against attention.
 """
@@ -270,8 +271,10 @@ def stop(proc):
 
 # ------------------------------------------------------------------------------------ the run
 def run_target(label, url, model_name, proc, prompts_for, new_tokens, concurrencies, requests, api_key, extra,
-               timeout, progress=None):
+               timeout, progress=None, warmup=0):
     results = []
+    if warmup:  # the first requests of a fresh server run slower (allocations, code paths seen once)
+        asyncio.run(drive(url, model_name, prompts_for(warmup), new_tokens, 1, api_key, extra, timeout))
     for c in concurrencies:
         n = requests or max(2 * c, 4)
         prompts = prompts_for(n)
@@ -343,8 +346,9 @@ def plot(results, png, meta):
 
 def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, requests, cache_memory, max_running,
         max_model_len, threads, device, dtype, corpus, api_key, with_transformers, timeout, log_path,
-        progress=None):
-    """targets: variant names to serve one after another (ignored with url or model_dir)."""
+        progress=None, warmup=0):
+    """targets: variant names to serve one after another (ignored with url or model_dir); warmup: untimed
+    requests sent to each target, one at a time, before its timed loads."""
     text = corpus_text(corpus, need=max(1 << 20, 4 * prompt_len[1]))
     seed = iter(range(10**6))
 
@@ -355,7 +359,7 @@ def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, re
     results, notes = [], []
     if url:
         return run_target(url, url, targets[0] if targets else "default", None, prompts_for, new_tokens,
-                          concurrencies, requests, api_key, extra, timeout, progress), notes
+                          concurrencies, requests, api_key, extra, timeout, progress, warmup), notes
     with tempfile.TemporaryDirectory(prefix="ratlm-bench-serve-") as tmp, open(log_path, "a") as log:
         plan = [(model_dir, os.path.basename(os.path.normpath(model_dir)))] if model_dir else \
             [(None, v) for v in targets]
@@ -367,7 +371,7 @@ def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, re
             try:
                 wait_ready(f"http://127.0.0.1:{port}", proc)
                 results += run_target(name, f"http://127.0.0.1:{port}", name, proc, prompts_for, new_tokens,
-                                      concurrencies, requests, None, extra, timeout, progress)
+                                      concurrencies, requests, None, extra, timeout, progress, warmup)
             finally:
                 stop(proc)
         if with_transformers:
@@ -379,7 +383,7 @@ def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, re
             try:
                 wait_transformers(f"http://127.0.0.1:{port}", proc)
                 rs = run_target("transformers-rat", f"http://127.0.0.1:{port}", folder, proc, prompts_for,
-                                new_tokens, concurrencies, requests, None, {}, timeout, progress)
+                                new_tokens, concurrencies, requests, None, {}, timeout, progress, warmup)
                 for r in rs:
                     r.note = "transformers serve (no ignore_eos: output may stop early at EOS)"
                 results += rs

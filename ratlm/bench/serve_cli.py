@@ -34,7 +34,7 @@ def register(bsub, common):
     s.add_argument("--corpus", default="stdlib", help="text for the prompts: stdlib (default) or paths")
     s.add_argument("--api-key", help="for --url")
     s.add_argument("--timeout", type=float, default=600, help="per-request client timeout in seconds (default 600)")
-    common(s)
+    common(s, serve=True)
     s.set_defaults(func=_run)
 
 
@@ -54,7 +54,7 @@ def _run(args):
     from . import serve as bs
     from .api import _meta, _save, _setup
 
-    device = _setup(args.device, args.threads, args.warmup, args.repeats)
+    device = _setup(args.device, args.threads, args.warmup, 1)
     prompt_len = _parse_range(args.prompt_len)
     if args.new_tokens < 1 or any(c < 1 for c in args.concurrency) or (args.requests is not None and args.requests < 1):
         raise UserError("--new-tokens, --concurrency and --requests must be >= 1")
@@ -79,10 +79,11 @@ def _run(args):
     results, notes = bs.run(variants, args.size, args.url, args.model, prompt_len, args.new_tokens,
                             args.concurrency, args.requests, cache_memory, args.max_running,
                             prompt_len[1] + args.new_tokens, args.threads, args.device, args.dtype, args.corpus,
-                            args.api_key, args.transformers and args.compare, args.timeout, log, show)
+                            args.api_key, args.transformers and args.compare, args.timeout, log, show,
+                            warmup=args.warmup)
     bs.add_ratios(results)
     limit = f"--max-running {args.max_running}" if args.max_running else f"--cache-memory {args.cache_memory}"
-    meta = _meta(device, args.warmup, args.repeats, None, size=args.size, prompt_len=args.prompt_len,
+    meta = _meta(device, args.warmup, None, None, size=args.size, prompt_len=args.prompt_len,
                  new_tokens=args.new_tokens, limit=limit,
                  dtype=args.dtype or "auto", notes=notes, server_log=log)
     print(f"# {meta['device_name']}, torch {meta['torch']}, {args.size} models, prompts {args.prompt_len} chars, "

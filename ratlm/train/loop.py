@@ -22,6 +22,7 @@ from ..data.loader import Batches
 from ..data.packing import IGNORE, collate
 from ..data.sources import kind_of, open_data
 from ..errors import UserError
+from ..runtime import bf16_note
 from . import checkpoint as ck
 from . import memory
 from .dist import Dist, no_sync, unwrap, wrap
@@ -186,6 +187,9 @@ class Trainer:
 
         config = build_config(r, tok)
         bf16 = r.precision == "bf16" or (r.precision == "auto" and dist.device.type == "cuda")
+        note = bf16_note(dist.device, "bfloat16" if bf16 else "float32")
+        if note:
+            self.say(note)
         fsdp = r.fsdp and dist.world > 1
         if r.fsdp and dist.world == 1:
             self.say("note: --fsdp needs several processes (torchrun); training on one process without it")

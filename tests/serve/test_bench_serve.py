@@ -34,8 +34,10 @@ def test_bench_serve_url(tmp_path, capsys):
     with ThreadServer(engine, name="tiny", api_key="k") as s:
         out = tmp_path / "u"
         rc = main(["bench", "serve", "--url", s.url, "--api-key", "k", "--variants", "tiny", "--concurrency", "2",
-                   "--requests", "4", "--prompt-len", "8", "--new-tokens", "3", "--out", str(out)])
+                   "--requests", "4", "--prompt-len", "8", "--new-tokens", "3", "--warmup", "1", "--out", str(out)])
         assert rc == 0
+        finished = s.metrics.requests.labels(finish_reason="length")._value.get()
+        assert finished == 4 + 1  # the timed requests and the warm-up one
     rows = json.loads((out / "bench_serve.json").read_text())["results"]
     assert rows[0]["completed"] == 4 and rows[0]["failed"] == 0 and rows[0]["peak_rss_bytes"] is None
 
