@@ -174,7 +174,10 @@ class LayerCache:
 
 
 class ChunkCache(LayerCache):
-    """Final (k~, v~) of every completed chunk (keys already rotated) + the running pair (float32)."""
+    """Final (k~, v~) of every completed chunk (keys already rotated) + the running pair (float32).
+
+    During decoding, slot `chunks` (the chunk in progress) also holds the running pair in the cache's
+    dtype, its key rotated, for the step's attention; only the slots of completed chunks are state."""
 
     _buffers = ("keys", "values", "running")
     _growable = ("keys", "values")

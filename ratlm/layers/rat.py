@@ -20,7 +20,6 @@ from torch import nn
 from ..ops.chunk_attention import (
     aligned_chunk_attention,
     chunk_attention,
-    decode_attention,
     needs_grad,
     use_aligned_flash,
 )
@@ -141,36 +140,32 @@ class RAT(Mixer):
     def _step(self, x, cache, active):
         B, D = x.shape[0], self.hidden_size
         H, dh, L, G = self.num_heads, self.head_dim, self.chunk_size, self.qk_groups
-        R = H // G
         uniform = cache.uniform  # every row at the same position: python ints, no masks
         z, v, u, q, k = self._project(x[:, 0])
-        x1 = torch.sigmoid(-u).unsqueeze(1) * up(torch.cat([k] * R + [v], -1)).view(B, 2, D)
-        if L == 1 or (uniform and cache.max_seen % L == 0):  # a chunk starts here
-            h = x1
-        else:
+        h = torch.sigmoid(-u).unsqueeze(1) * up(torch.cat([k] * (H // G) + [v], -1)).view(B, 2, D)
+        if L > 1 and not (uniform and cache.max_seen % L == 0):  # not where a chunk starts: add the gated state
             prev = cache.running if uniform else cache.running * (cache.seen % L != 0)[:, None, None]
-            h = torch.addcmul(x1, torch.sigmoid(u).unsqueeze(1), prev)
-        kt, vt = h.unbind(1)
-        qs = up(q).view(B, 1, G, dh) * (1.0 / math.sqrt(dh))  # scaled, at group width
-        self_score = (kt.view(B, R, G, dh) * qs).sum(-1).view(B, H, 1)
-        chunk = cache.max_seen // L if uniform else (cache.seen // L)[:, None]
-        cmax = cache.max_chunks
-        valid = None if uniform else torch.arange(cmax, device=x.device)[None] < chunk
-        qr = torch.cat([self._rotate(qs, chunk)] * R, 2).transpose(1, 2)  # (B, H, 1, dh), head h: group h mod G
-        y = decode_attention(qr, cache.keys[:, :, :cmax], cache.values[:, :, :cmax], self_score,
-                             vt.view(B, H, 1, dh), valid, 1.0)
-        # a chunk that ends here joins the memory
-        if not uniform or (cache.max_seen + 1) % L == 0:
-            cache.ensure(cmax + 1)
-            slot = chunk if uniform else chunk[:, 0]
-            kr = self._rotate(kt.view(B, 1, H, dh).to(x.dtype), chunk).transpose(1, 2)
-            cache.keys = scatter_tokens(cache.keys, slot, kr)
-            cache.values = scatter_tokens(cache.values, slot, vt.view(B, H, 1, dh).to(x.dtype))
+            h = torch.addcmul(h, torch.sigmoid(u).unsqueeze(1), prev)
         if active is not None:  # rows without a token this step keep their state
             h = torch.where(active[:, None, None], h, cache.running)
+        # The running pair goes to the memory slot of its own chunk, its key rotated by the chunk index like
+        # the query (so that their product is unrotated): one attention over slots 0..chunk then reads the
+        # earlier chunks' final pairs and the running pair together, and once the chunk ends the slot holds
+        # its final pair. (Prefills only read the slots of completed chunks.)
+        chunk = cache.max_seen // L if uniform else cache.seen // L
+        n = cache.max_chunks + 1
+        cache.ensure(n)
+        qk = torch.cat([up(q).view(B, G, dh), h[:, 0].view(B, H, dh)], 1)[:, None]  # rotated together
+        qk = self._rotate(qk, chunk if uniform else chunk[:, None])[:, 0].to(cache.keys.dtype)
+        cache.keys = scatter_tokens(cache.keys, chunk, qk[:, G:, None])
+        cache.values = scatter_tokens(cache.values, chunk, h[:, 1].view(B, H, 1, dh))
+        qr = torch.cat([qk[:, :G, None]] * (H // G), 1)  # (B, H, 1, dh), head h reads group h mod G
+        mask = None if uniform else (torch.arange(n, device=x.device) <= chunk[:, None]).view(B, 1, 1, n)
+        y = nn.functional.scaled_dot_product_attention(qr, cache.keys[:, :, :n], cache.values[:, :, :n],
+                                                       attn_mask=mask, scale=1.0 / math.sqrt(dh))
         cache.running = h
         cache.advance(None if active is None else active.long(), 1)
-        return self._out(z, y.view(B, D), x.dtype).unsqueeze(1)
+        return self._out(z, up(y).reshape(B, D), x.dtype).unsqueeze(1)
 
     # inter-chunk attention ------------------------------------------------------------------------
     def _attend(self, q, kt, vt, start, cache=None, ends=None):
@@ -208,7 +203,7 @@ class RAT(Mixer):
             keys = gather_rows_many(kt, idx.clamp(max=T - 1))
             values = gather_rows_many(vt, idx.clamp(max=T - 1))
             e_chunk = torch.where(ok, (start[:, None] + idx) // L, NEVER)
-        keys = self._rotate(keys.to(dtype), e_chunk)
+        keys = self._rotate(keys, e_chunk).to(dtype)  # rotated in float32, as decode steps do
         values = values.to(dtype)
         q = self._rotate(q, q_chunk).transpose(1, 2).to(dtype)  # (B, G, T, dh)
         mem_k, mem_v, k_chunk = keys.transpose(1, 2), values.transpose(1, 2), e_chunk

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .dtypes import acc_dtype, autocast_off, up
+from .dtypes import acc_dtype, autocast_off
 
 QUERY_BLOCK = 512
 MAX_BLOCK_ELEMS = 1 << 22  # cap on heads x queries x keys held at once per block
@@ -178,41 +178,9 @@ def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_scor
     return _ChunkAttention.apply(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep)
 
 
-def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_score: torch.Tensor,
-                     self_value: torch.Tensor, valid: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """One query per row against a memory of N pairs plus its own running pair (no autograd needed,
-    but differentiable). q: (B, H, 1, dh); k, v: (B, H, N, dh); self_score: (B, H, 1);
-    self_value: (B, H, 1, dh); valid: (B, N) bool or None (all). Returns float32 (B, H, 1, dh).
-
-    On CPU without a mask and without autograd, the memory part runs in PyTorch's fused flash kernel in
-    the cache's own dtype (no float32 copy of a bf16 cache per step) and joins the running pair through
-    a log-sum-exp merge; `decode_attention_reference` is the plain version."""
-    if (valid is None and k.shape[2] > 0 and flash_available(q.device) and not needs_grad(q, k, v, self_score,
-                                                                                             self_value)):
-        acc = acc_dtype(q.dtype)
-        om, lm = _flash(q.to(k.dtype), k, v, 0.0, False, scale=scale)
-        ss = self_score.to(acc)[..., None]
-        lm = lm.to(acc)[..., None]
-        m = torch.maximum(lm, ss)
-        a, b = torch.exp(lm - m), torch.exp(ss - m)
-        return (om.to(acc) * a).addcmul_(self_value.to(acc), b).div_(a + b)
-    return decode_attention_reference(q, k, v, self_score, self_value, valid, scale)
-
-
 def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
-
-def decode_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_score: torch.Tensor,
-                               self_value: torch.Tensor, valid: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """`decode_attention` in plain operations, in float32 (float64 for float64)."""
-    s = torch.matmul(up(q), up(k).transpose(-1, -2))
-    if scale != 1.0:
-        s = s * scale
-    if valid is not None:
-        s = s.masked_fill(~valid[:, None, None], float("-inf"))
-    p = torch.cat([s, up(self_score).unsqueeze(-1)], -1).softmax(-1)
-    return torch.addcmul(torch.matmul(p[..., :-1], up(v)), p[..., -1:], up(self_value))
 
 # --- the aligned case through PyTorch's fused CPU flash kernel -------------------------------------------
 #

@@ -92,43 +92,6 @@ def test_float32_against_float64():
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
 
 
-def test_decode_attention_matches_dense():
-    inputs, _, kc = _case(2, 3, 1, 9, 8, 1, [0, 0])
-    q, k, v, ss, sv = (t.detach() for t in inputs)
-    valid = torch.tensor([[True] * 9, [True] * 5 + [False] * 4])
-    qc = torch.tensor([[9], [5]])
-    ref = dense_reference(q, k, v, ss, sv, qc, kc, 0.4)
-    out = ca.decode_attention(q, k, v, ss, sv, valid, 0.4)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_decode_attention_fast_path_matches_reference(dtype):
-    """Without a mask (every row at the same position), the flash kernel + log-sum-exp merge."""
-    inputs, _, kc = _case(3, 4, 1, 37, 16, 1, [0, 0, 0], seed=2)
-    q, k, v, ss, sv = (t.detach().to(dtype) for t in inputs)
-    assert ca.flash_available(q.device)
-    ref = ca.decode_attention_reference(q, k, v, ss, sv, None, 0.4)
-    out = ca.decode_attention(q, k, v, ss, sv, None, 0.4)
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out, ref, **tol)
-    if dtype == torch.float64:
-        torch.testing.assert_close(out, dense_reference(q, k, v, ss, sv, torch.tensor([[37]] * 3), kc, 0.4),
-                                   rtol=1e-12, atol=1e-12)
-
-
-def test_decode_attention_bfloat16_cache_stays_bfloat16():
-    """A bf16 cache is read as bf16 (scores accumulated in float32 by the kernel); the result is float32
-    and close to the float32 computation on the same (bf16-rounded) numbers."""
-    inputs, _, _ = _case(2, 4, 1, 50, 16, 1, [0, 0], seed=3)
-    q, k, v, ss, sv = (t.detach().float() for t in inputs)
-    kb, vb, qb = k.bfloat16(), v.bfloat16(), q.bfloat16()
-    out = ca.decode_attention(qb, kb, vb, ss, sv, None, 0.25)
-    assert out.dtype == torch.float32
-    ref = ca.decode_attention_reference(qb.float(), kb.float(), vb.float(), ss, sv, None, 0.25)
-    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
-
-
 @pytest.mark.parametrize("T,Nk,L", [(50, 12, 4), (130, 9, 16), (64, 4, 16), (33, 33, 1), (10, 0, 16), (32, 2, 16),
                                     (300, 80, 4)])
 def test_aligned_flash_path_matches_dense_reference(T, Nk, L):
