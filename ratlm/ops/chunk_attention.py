@@ -198,10 +198,12 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
 # pair's own gradients are two elementwise lines.
 
 USE_FLASH = True  # RAT layers take aligned_chunk_attention where it applies (False: the blocked kernel everywhere)
-# With gradients, the flash backward only pays off on long sequences and with AVX-512: on an AVX-512/AMX Xeon
-# it was slower than the blocked kernel at T = 1024 and 4096 and faster at 16384; on an AVX2 EPYC slower at
-# every length (fp32, T = 16384: 2.68 s against 2.48 s). From this many tokens it trains; None: never.
-FLASH_TRAIN_MIN_TOKENS = 8192 if torch.backends.cpu.get_cpu_capability() == "AVX512" else None
+# With gradients, the flash backward pays off on long sequences: on an AVX-512/AMX Xeon it was slower than the
+# blocked kernel at T = 1024 and 4096 and faster at 16384; on an AVX2 EPYC (fp32, A/B in one process) slower up to
+# 8192 (0.75 s against 0.69 s), level at 16384 (1.92 s against 1.93 s) and faster at 32768 (5.05 s against
+# 5.47 s). From 16384 tokens the blocked kernel also keeps probabilities (KEEP_PROBS) that double what a layer holds
+# for its backward, which the flash path never does. From this many tokens it trains; None: never.
+FLASH_TRAIN_MIN_TOKENS = 8192 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 16384
 
 
 def _flash(*args, **kw):

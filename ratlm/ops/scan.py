@@ -112,16 +112,23 @@ class _ChunkScan(torch.autograd.Function):
                 r[:, : T // L, L - 1, i] += d
         for j in range(L - 2, -1, -1):  # adjoint: r_t = dh_t + g_(t+1) r_(t+1) within the chunk
             r[:, :, j].addcmul_(g2[:, :, j + 1], r[:, :, j + 1])
-        dx = r * om[:, :, :, None]
+        # d h_t / d g_t = h_(t-1) - x_t (h_(-1) = 0 at each chunk start), summed over the pair: one half at a
+        # time through one buffer (the key half tiled), so that the backward holds 2 + 2 (g, 1 - g, r) + 2 units
+        # of (B, T, D) at most
+        du, t = torch.empty_like(g), torch.empty_like(g)
+        for i, x in enumerate((kc[:, :, :, None], vc)):
+            ti = t.view(B, C, L, R, Gd) if i == 0 else t
+            hi = h[:, :, :, i].view(B, C, L, R, Gd) if i == 0 else h[:, :, :, i]
+            ti[:, :, :1].copy_(x[:, :, :1]).neg_()
+            torch.sub(hi[:, :, :-1], x[:, :, 1:], out=ti[:, :, 1:])
+            if i == 0:
+                torch.mul(t, r[:, :, :, 0], out=du)
+            else:
+                du.addcmul_(t, r[:, :, :, 1])
+        del t
+        du.mul_(g).mul_(om)
+        dx = r.mul_(om[:, :, :, None])  # in place: r is not needed any more
         dk = dx[:, :, :, 0].reshape(B, C, L, R, Gd).sum(3)
-        # d h_t / d g_t = h_(t-1) - x_t, with h_(-1) = 0 at each chunk start
-        t = torch.empty_like(r)
-        tk = t[:, :, :, 0].view(B, C, L, R, Gd)
-        tk[:, :, :1].copy_(kc[:, :, :1, None]).neg_()
-        torch.sub(h[:, :, :-1, 0].view(B, C, L - 1, R, Gd), kc[:, :, 1:, None], out=tk[:, :, 1:])
-        torch.neg(vc[:, :, :1], out=t[:, :, :1, 1])
-        torch.sub(h[:, :, :-1, 1], vc[:, :, 1:], out=t[:, :, 1:, 1])
-        du = t.mul_(r).sum(3).mul_(g).mul_(om)
         unchunk = lambda x, like: x.flatten(1, 2)[:, :T].to(like.dtype)  # noqa: E731
         return unchunk(dk, k), unchunk(dx[:, :, :, 1], v), unchunk(du, u), None
 

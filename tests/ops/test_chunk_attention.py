@@ -151,7 +151,7 @@ def test_aligned_flash_path_with_query_groups(T, L):
 
 def test_training_takes_the_flash_path_only_where_it_pays_off(monkeypatch):
     """Without gradients the aligned case always takes the flash kernel; with them only from
-    FLASH_TRAIN_MIN_TOKENS queries, and never where that is None (CPUs without AVX-512)."""
+    FLASH_TRAIN_MIN_TOKENS queries (8192 with AVX-512, else 16384), never where that is None."""
     q = torch.zeros(1, 2, 64, 8, requires_grad=True)
     with torch.no_grad():
         assert ca.use_aligned_flash(q)
@@ -161,6 +161,6 @@ def test_training_takes_the_flash_path_only_where_it_pays_off(monkeypatch):
     assert ca.use_aligned_flash(q)
     monkeypatch.setattr(ca, "FLASH_TRAIN_MIN_TOKENS", 65)
     assert not ca.use_aligned_flash(q)
-    expected = 8192 if torch.backends.cpu.get_cpu_capability() == "AVX512" else None
+    expected = 8192 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 16384
     monkeypatch.undo()
     assert ca.FLASH_TRAIN_MIN_TOKENS == expected
