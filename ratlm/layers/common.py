@@ -57,11 +57,13 @@ def uncompact(y: torch.Tensor, lengths: torch.Tensor, order: torch.Tensor, T: in
     return torch.zeros_like(y).scatter(1, idx, y)
 
 
-def gated_output(out_proj: nn.Linear, z: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def gated_output(out_proj: nn.Linear, z: torch.Tensor | None, y: torch.Tensor, dtype: torch.dtype,
+                 gate: torch.Tensor | None = None) -> torch.Tensor:
     """out_proj((sigmoid(z) * y) in dtype), z and y in float32 (float64 for float64), the gate of RAT and
-    the RNN. With gradients it keeps sigmoid(z) and y for the backward and recomputes their product there,
-    instead of also keeping the product (one (B, T, D) tensor less per layer)."""
-    s = torch.sigmoid(up(z))
+    the RNN; `gate`: sigmoid(z) taken already (then z is not needed). With gradients it keeps sigmoid(z)
+    and y for the backward and recomputes their product there, instead of also keeping the product (one
+    (B, T, D) tensor less per layer)."""
+    s = torch.sigmoid(up(z)) if gate is None else gate
     w = out_proj.weight
     if out_proj.bias is not None or not needs_grad(s, y, w):
         return out_proj((s * y).to(dtype))
@@ -87,8 +89,25 @@ class _GatedProjection(torch.autograd.Function):
         p = s * y
         dout = dout.to(ctx.mm)
         dw = dout.reshape(-1, dout.shape[-1]).T @ p.to(ctx.mm).reshape(-1, p.shape[-1])
-        dp = (dout @ w.to(ctx.mm)).to(p.dtype)
-        return dp * y, dp * s, dw.to(w.dtype), None
+        del p  # one (B, T, D) tensor less at this point of the backward, and below the product is taken in place
+        dp = (dout @ w.to(ctx.mm)).to(s.dtype)
+        ds = dp * y
+        return ds, dp.mul_(s), dw.to(w.dtype), None
+
+
+def detach_projection(parts: list) -> torch.Tensor | None:
+    """With gradients, make the in-projection's parts [z, *rest] stop viewing it: the rest are copied, z
+    is replaced by the output gate sigmoid(z) (returned; then z is None), so that the projection is freed
+    as soon as its parts have been used instead of living through the layer's forward. Without
+    gradients nothing changes and None is returned."""
+    if not needs_grad(*parts):
+        return None
+    gate = torch.sigmoid(up(parts[0]))
+    parts[0] = None
+    for i in range(1, len(parts)):
+        if parts[i]._base is not None:
+            parts[i] = parts[i].clone(memory_format=torch.contiguous_format)
+    return gate
 
 
 def init_gate_bias(bias: torch.Tensor, span: float) -> None:

@@ -20,7 +20,6 @@ from torch import nn
 from ..ops.chunk_attention import (
     aligned_chunk_attention,
     chunk_attention,
-    needs_grad,
     use_aligned_flash,
 )
 from ..ops.dtypes import acc_dtype, up
@@ -28,7 +27,7 @@ from ..ops.naive import naive_rat
 from ..ops.rope import rotate
 from ..ops.scan import MAX_ALIGNED_CHUNK, gated_scan, kv_chunk_scan
 from .cache import ChunkCache, scatter_tokens
-from .common import Mixer, gated_output, gather_rows, init_gate_bias
+from .common import Mixer, detach_projection, gated_output, gather_rows, init_gate_bias
 
 NEVER = 1 << 60  # chunk index of an empty memory slot: no query ever sees it
 
@@ -82,8 +81,8 @@ class RAT(Mixer):
             chunk = chunk.masked_fill(chunk == NEVER, 0)  # empty slots: any rotation will do
         return rotate(t, chunk, self.rope_theta)
 
-    def _out(self, z, y, dtype):
-        return gated_output(self.out_proj, z, y, dtype)
+    def _out(self, z, y, dtype, gate=None):
+        return gated_output(self.out_proj, z, y, dtype, gate)
 
     # the three ways to run ----------------------------------------------------------------------
     def _naive(self, x):
@@ -92,11 +91,11 @@ class RAT(Mixer):
         return self.out_proj(y.to(x.dtype))
 
     def _parallel(self, x, backend):
-        z, v, u, q, k = self._project(x)
-        if needs_grad(v, k):
-            # the scan keeps k and v for its backward: as copies of their own, not as views that would keep
-            # the whole projection (z, v, g, q, k) alive until the backward (2.25 x (B, T, D) less per layer)
-            v, k = v.contiguous(), k.contiguous()
+        parts = list(self._project(x))
+        # with gradients, k, v and q are copied out and the output gate taken now, so that the projection
+        # (z, v, g, q, k: 3.5 x (B, T, D)) is freed here and not kept for the backward
+        gate = detach_projection(parts)
+        z, v, u, q, k = parts
         ends = None
         if self.chunk_size <= MAX_ALIGNED_CHUNK:  # the scan also hands over the chunks' final pairs
             kt, vt, k_end, v_end = kv_chunk_scan(k, v, u, self.chunk_size)
@@ -108,7 +107,7 @@ class RAT(Mixer):
             y = rat_flex_attention(self, q, kt, vt)
         else:
             y, _ = self._attend(q, kt, vt, 0, ends=ends)
-        return self._out(z, y, x.dtype)
+        return self._out(z, y, x.dtype, gate)
 
     def _prefill(self, x, cache, lengths):
         B, T, _ = x.shape

@@ -12,7 +12,7 @@ from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rnn
 from ..ops.scan import gated_scan
 from .cache import RNNCache
-from .common import Mixer, gated_output, gather_rows, init_gate_bias
+from .common import Mixer, detach_projection, gated_output, gather_rows, init_gate_bias
 
 
 class RNN(Mixer):
@@ -40,16 +40,18 @@ class RNN(Mixer):
         z, v, g = self.in_proj(x).chunk(3, -1)
         return z, v, up(g) + up(self.gate_bias)
 
-    def _out(self, z, h, dtype):
-        return gated_output(self.out_proj, z, h, dtype)
+    def _out(self, z, h, dtype, gate=None):
+        return gated_output(self.out_proj, z, h, dtype, gate)
 
     def _naive(self, x):
         z, v, u = self._project(x)
         return self.out_proj(naive_rnn(z, v, u).to(x.dtype))
 
     def _parallel(self, x, backend):
-        z, v, u = self._project(x)
-        return self._out(z, gated_scan(v, u), x.dtype)
+        parts = list(self._project(x))
+        gate = detach_projection(parts)  # with gradients: the projection is freed now (see RAT._parallel)
+        z, v, u = parts
+        return self._out(z, gated_scan(v, u), x.dtype, gate)
 
     def _prefill(self, x, cache, lengths):
         B, T, _ = x.shape

@@ -17,6 +17,7 @@ from .dtypes import autocast_off, up
 
 BLOCK = 16  # tokens per block in the hierarchical scan
 MAX_ALIGNED_CHUNK = 64  # longer chunks take the hierarchical scan (fewer Python steps)
+SLICE_TOKENS = 2048  # tokens (x batch) per slice of whole chunks that the chunk scan works on at a time
 
 
 def _block_scan(a, b):
@@ -78,13 +79,17 @@ class _ChunkScan(torch.autograd.Function):
         kc, vc, uc = (_chunked(up(t), L, pad) for t in (k, v, u))
         C, Gd = kc.shape[1], k.shape[-1]
         R = D // Gd
-        g, om = torch.sigmoid(uc), torch.sigmoid(-uc)  # g and 1 - g, each without cancellation
         h = torch.empty(B, C, L, 2, D, dtype=uc.dtype, device=uc.device)
-        torch.mul(om.view(B, C, L, R, Gd), kc[:, :, :, None], out=h[:, :, :, 0].view(B, C, L, R, Gd))
-        torch.mul(om, vc, out=h[:, :, :, 1])
-        g2 = g[:, :, :, None]
-        for j in range(1, L):
-            h[:, :, j].addcmul_(g2[:, :, j], h[:, :, j - 1])
+        n = max(1, SLICE_TOKENS // (B * L))  # chunks are independent: a few at a time (small gate buffers)
+        for c0 in range(0, C, n):
+            hs, us, ks, vs = h[:, c0 : c0 + n], uc[:, c0 : c0 + n], kc[:, c0 : c0 + n], vc[:, c0 : c0 + n]
+            m = hs.shape[1]
+            om = torch.sigmoid(-us)  # 1 - g without cancellation
+            torch.mul(om.view(B, m, L, R, Gd), ks[:, :, :, None], out=hs[:, :, :, 0].view(B, m, L, R, Gd))
+            torch.mul(om, vs, out=hs[:, :, :, 1])
+            g2 = torch.sigmoid(us, out=om)[:, :, :, None]
+            for j in range(1, L):
+                hs[:, :, j].addcmul_(g2[:, :, j], hs[:, :, j - 1])
         ctx.save_for_backward(k, v, u, h)
         ctx.L, ctx.pad = L, pad
         run = h.flatten(1, 2)[:, :T]
@@ -99,38 +104,60 @@ class _ChunkScan(torch.autograd.Function):
         B, T, D = v.shape
         kc, vc, uc = (_chunked(up(t), L, pad) for t in (k, v, u))
         C, Gd = kc.shape[1], k.shape[-1]
-        R = D // Gd
-        g, om = torch.sigmoid(uc), torch.sigmoid(-uc)
-        g2 = g[:, :, :, None]
-        r = torch.zeros_like(h) if pad or None in (dk_run, dv_run) else torch.empty_like(h)
-        run = r.flatten(1, 2)[:, :T]
-        for i, d in enumerate((dk_run, dv_run)):
-            if d is not None:
-                run[:, :, i] = d
-        for i, d in enumerate((dk_end, dv_end)):
-            if d is not None:
-                r[:, : T // L, L - 1, i] += d
-        for j in range(L - 2, -1, -1):  # adjoint: r_t = dh_t + g_(t+1) r_(t+1) within the chunk
-            r[:, :, j].addcmul_(g2[:, :, j + 1], r[:, :, j + 1])
-        # d h_t / d g_t = h_(t-1) - x_t (h_(-1) = 0 at each chunk start), summed over the pair: one half at a
-        # time through one buffer (the key half tiled), so that the backward holds 2 + 2 (g, 1 - g, r) + 2 units
-        # of (B, T, D) at most
-        du, t = torch.empty_like(g), torch.empty_like(g)
-        for i, x in enumerate((kc[:, :, :, None], vc)):
-            ti = t.view(B, C, L, R, Gd) if i == 0 else t
-            hi = h[:, :, :, i].view(B, C, L, R, Gd) if i == 0 else h[:, :, :, i]
-            ti[:, :, :1].copy_(x[:, :, :1]).neg_()
-            torch.sub(hi[:, :, :-1], x[:, :, 1:], out=ti[:, :, 1:])
-            if i == 0:
-                torch.mul(t, r[:, :, :, 0], out=du)
-            else:
-                du.addcmul_(t, r[:, :, :, 1])
-        del t
-        du.mul_(g).mul_(om)
-        dx = r.mul_(om[:, :, :, None])  # in place: r is not needed any more
-        dk = dx[:, :, :, 0].reshape(B, C, L, R, Gd).sum(3)
+        acc = h.dtype
+        dk = torch.empty(B, C, L, Gd, dtype=acc, device=h.device)
+        dv = torch.empty(B, C, L, D, dtype=acc, device=h.device)
+        du = torch.empty(B, C, L, D, dtype=acc, device=h.device)
+        grads = [None if d is None else _chunked(up(d), L, pad) for d in (dk_run, dv_run)]
+        ends = (dk_end, dv_end)
+        # chunks are independent: a few at a time, so that the backward's own buffers stay small (a tenth of
+        # the outputs) instead of 2 + 3 tensors of (B, T, D) for the adjoint, the gate and the gate gradient
+        n = max(1, SLICE_TOKENS // (B * L))
+        for c0 in range(0, C, n):
+            c1 = min(C, c0 + n)
+            r = torch.zeros(B, c1 - c0, L, 2, D, dtype=acc, device=h.device)
+            for i, d in enumerate(grads):
+                if d is not None:
+                    r[:, :, :, i] = d[:, c0:c1]
+            for i, d in enumerate(ends):
+                e1 = min(c1, T // L)
+                if d is not None and e1 > c0:
+                    r[:, : e1 - c0, L - 1, i] += d[:, c0:e1]
+            _chunk_scan_adjoint(r, kc[:, c0:c1], vc[:, c0:c1], uc[:, c0:c1], h[:, c0:c1],
+                                dk[:, c0:c1], dv[:, c0:c1], du[:, c0:c1])
         unchunk = lambda x, like: x.flatten(1, 2)[:, :T].to(like.dtype)  # noqa: E731
-        return unchunk(dk, k), unchunk(dx[:, :, :, 1], v), unchunk(du, u), None
+        return unchunk(dk, k), unchunk(dv, v), unchunk(du, u), None
+
+
+
+
+def _chunk_scan_adjoint(r, kc, vc, uc, h, dk, dv, du):
+    """The chunk scan's backward for a run of whole chunks, writing dk, dv, du (views of the outputs).
+    r: (B, n, L, 2, D) the incoming gradients of the running pairs, turned into the adjoint in place."""
+    B, n, L, _, D = r.shape
+    Gd = kc.shape[-1]
+    R = D // Gd
+    g = torch.sigmoid(uc)
+    g2 = g[:, :, :, None]
+    for j in range(L - 2, -1, -1):  # adjoint: r_t = dh_t + g_(t+1) r_(t+1) within the chunk
+        r[:, :, j].addcmul_(g2[:, :, j + 1], r[:, :, j + 1])
+    # d h_t / d g_t = h_(t-1) - x_t (h_(-1) = 0 at each chunk start), summed over the pair, one half at a time
+    t = torch.empty_like(g)
+    for i, x in enumerate((kc[:, :, :, None], vc)):
+        ti = t.view(B, n, L, R, Gd) if i == 0 else t
+        hi = h[:, :, :, i].view(B, n, L, R, Gd) if i == 0 else h[:, :, :, i]
+        ti[:, :, :1].copy_(x[:, :, :1]).neg_()
+        torch.sub(hi[:, :, :-1], x[:, :, 1:], out=ti[:, :, 1:])
+        if i == 0:
+            torch.mul(t, r[:, :, :, 0], out=du)
+        else:
+            du.addcmul_(t, r[:, :, :, 1])
+    du.mul_(g)
+    om = torch.sigmoid(torch.neg(uc, out=t), out=t)  # 1 - g without cancellation
+    du.mul_(om)
+    torch.mul(r[:, :, :, 1], om, out=dv)
+    torch.mul(r[:, :, :, 0], om, out=r[:, :, :, 0])
+    torch.sum(r[:, :, :, 0].view(B, n, L, R, Gd), 3, out=dk)
 
 
 def kv_chunk_scan(k: torch.Tensor, v: torch.Tensor, gate_logits: torch.Tensor,

@@ -82,10 +82,16 @@ def test_scan_bfloat16_input_keeps_float32_state():
 @pytest.mark.parametrize("T", [1, 15, 16, 37])
 @pytest.mark.parametrize("L", [1, 4, 16])
 @pytest.mark.parametrize("G,R", [(1, 1), (2, 2), (1, 4)])
-def test_kv_chunk_scan_matches_reference(T, L, G, R):
-    """Keys at group width, tiled inside (head h uses group h mod G), values, one gate."""
+@pytest.mark.parametrize("slices", ["one", "many"])
+def test_kv_chunk_scan_matches_reference(T, L, G, R, slices, monkeypatch):
+    """Keys at group width, tiled inside (head h uses group h mod G), values, one gate; the backward
+    in one slice of chunks or in slices of one chunk (SLICE_TOKENS), forward and backward."""
+    from ratlm.ops import scan
     from ratlm.ops.naive import tile_groups
     from ratlm.ops.scan import kv_chunk_scan
+
+    if slices == "many":
+        monkeypatch.setattr(scan, "SLICE_TOKENS", 1)
 
     gen = torch.Generator().manual_seed(3)
     dh = 3
