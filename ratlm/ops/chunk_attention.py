@@ -8,8 +8,8 @@ with s_i = q_i . k~_i * scale (passed in as `self_score`) and u_i = v~_i (`self_
 processed in blocks; each block only reads the keys some query in it can see, so the masked half is
 skipped and nothing of size T x T (or T x C) is ever held. The backward recomputes the scores from
 the saved log-sum-exp (flash style), except on CPU when all the blocks' probabilities together fit in
-KEEP_PROBS elements: then the forward keeps them and the backward skips one of its five matmuls and
-the exponentials (memory is plentiful there and the recompute is a sixth of the time). Scores and
+KEEP_PROBS elements and KEEP_RATIO per query element: then the forward keeps them and the backward
+skips one of its five matmuls and the exponentials (the recompute is a sixth of the time). Scores and
 softmax are float32 (float64 for float64 inputs).
 """
 from __future__ import annotations
@@ -21,6 +21,9 @@ from .dtypes import acc_dtype, autocast_off
 QUERY_BLOCK = 512
 MAX_BLOCK_ELEMS = 1 << 22  # cap on heads x queries x keys held at once per block
 KEEP_PROBS = 1 << 27  # CPU: keep the forward's probabilities for the backward up to this many (fp32: 512 MiB)
+# ... and up to this many per element of the queries (B * H * Tq * dh): kept probabilities then cost at most two
+# query-sized tensors, so that memory stays linear in T (RAT(16), D = 512, 8 heads: kept up to T = 4096)
+KEEP_RATIO = 2
 
 
 def _query_blocks(q_chunk, k_chunk, Tq, heads):
@@ -105,7 +108,8 @@ class _ChunkAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep):
         B, H, Tq, _ = q.shape
         blocks = _query_blocks(q_chunk, k_chunk, Tq, H)
-        keep = keep and q.device.type == "cpu" and _score_count(blocks, B, H) <= KEEP_PROBS
+        count = _score_count(blocks, B, H)
+        keep = keep and q.device.type == "cpu" and count <= KEEP_PROBS and count <= KEEP_RATIO * q.numel()
         out, lse, *kept = chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep,
                                                   blocks)
         ctx.save_for_backward(q, k, v, self_score, self_value, q_chunk, k_chunk, out, lse)
@@ -139,8 +143,7 @@ class _ChunkAttention(torch.autograd.Function):
         probs = q1 = None
         if kept is not None:  # the forward's exp(score - max): fold 1 / row sum into the right-hand sides
             probs, denom = iter(kept[0]), kept[1]
-            d1.div_(denom)
-            dout = dout / denom
+            dout = d1.div_(denom)[..., :dh]  # a view: no copy of dout / denom
         else:  # the scores are recomputed
             q1 = torch.cat([qs, -lse[..., None]], -1)
         for i0, i1, kfull, kend in ctx.blocks:

@@ -34,6 +34,7 @@ def test_matches_dense_reference(monkeypatch, keep, block, B, H, Tq, Nk, dh, L, 
     """Values and gradients, with the backward reusing the forward's probabilities or recomputing them."""
     monkeypatch.setattr(ca, "QUERY_BLOCK", block)
     monkeypatch.setattr(ca, "KEEP_PROBS", keep)
+    monkeypatch.setattr(ca, "KEEP_RATIO", float("inf"))
     inputs, qc, kc = _case(B, H, Tq, Nk, dh, L, offsets)
     ref = dense_reference(*inputs, qc, kc, 0.3)
     out = ca.chunk_attention(*inputs, qc, kc, 0.3)
@@ -76,12 +77,21 @@ def test_probabilities_kept_only_when_they_fit_and_a_gradient_is_wanted(monkeypa
     seen = []
     forward = ca.chunk_attention_forward
     monkeypatch.setattr(ca, "chunk_attention_forward", lambda *a: seen.append(a[8]) or forward(*a))
+    monkeypatch.setattr(ca, "KEEP_RATIO", float("inf"))
     ca.chunk_attention(*inputs, qc, kc, 1.0)
     with torch.no_grad():
         ca.chunk_attention(*inputs, qc, kc, 1.0)
     monkeypatch.setattr(ca, "KEEP_PROBS", 100)
     ca.chunk_attention(*inputs, qc, kc, 1.0)
     assert seen == [True, False, False]
+    # and no more than KEEP_RATIO per query element: the block of 64 queries reads 15 keys (960 scores per
+    # head) against 64 x 4 query elements per head, a ratio of 3.75
+    monkeypatch.setattr(ca, "KEEP_PROBS", 1 << 27)
+    seen.clear()
+    for ratio in (3, 4):
+        monkeypatch.setattr(ca, "KEEP_RATIO", ratio)
+        ca.chunk_attention(*inputs, qc, kc, 1.0)
+    assert seen == [False, True]
 
 
 def test_float32_against_float64():
