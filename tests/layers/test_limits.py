@@ -172,3 +172,29 @@ def test_gated_output_equals_the_plain_expression(autocast):
     for a, b in zip(got, want):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b, **(tol if not autocast else dict(rtol=2e-2, atol=2e-2)))
+
+
+@pytest.mark.parametrize("kind", ["rat", "rnn"])
+def test_training_frees_the_in_projection_before_the_scan(kind, monkeypatch):
+    """With gradients, the in-projection (z, v, g, q, k for RAT; z, v, g for the RNN) is no longer alive by
+    the time the scan runs: its parts are copied out and the output gate taken early (detach_projection)."""
+    import weakref
+
+    from ratlm.layers import rat, rnn
+
+    m = make(kind, chunk_size=4, dtype=torch.float32) if kind == "rat" else make(kind, dtype=torch.float32)
+    refs, alive = [], []
+    m.in_proj.register_forward_hook(lambda mod, inp, out: refs.append(weakref.ref(out)))
+    module, name = (rat, "kv_chunk_scan") if kind == "rat" else (rnn, "gated_scan")
+    scan = getattr(module, name)
+
+    def checked(*args, **kw):
+        alive.append(refs[-1]() is not None)
+        return scan(*args, **kw)
+
+    monkeypatch.setattr(module, name, checked)
+    x = _x(2, 24).float().requires_grad_()
+    m(x).sum().backward()
+    with torch.no_grad():  # without gradients nothing is copied (the views are used directly)
+        m(x)
+    assert alive == [False, True]
