@@ -72,6 +72,9 @@ def gated_output(out_proj: nn.Linear, z: torch.Tensor | None, y: torch.Tensor, d
     return _GatedProjection.apply(s, y, w, mm)
 
 
+GATE_ROWS = 2048  # rows per block of the output gate's weight gradient
+
+
 class _GatedProjection(torch.autograd.Function):
     """(s * y).to(mm) @ w.to(mm).T, keeping s and y (not their product) for the backward."""
 
@@ -86,10 +89,14 @@ class _GatedProjection(torch.autograd.Function):
     @autocast_off
     def backward(ctx, dout):
         s, y, w = ctx.saved_tensors
-        p = s * y
         dout = dout.to(ctx.mm)
-        dw = dout.reshape(-1, dout.shape[-1]).T @ p.to(ctx.mm).reshape(-1, p.shape[-1])
-        del p  # one (B, T, D) tensor less at this point of the backward, and below the product is taken in place
+        d2, s2, y2 = dout.reshape(-1, dout.shape[-1]), s.reshape(-1, s.shape[-1]), y.reshape(-1, y.shape[-1])
+        if d2.shape[0] <= GATE_ROWS:
+            dw = d2.T @ (s2 * y2).to(ctx.mm)
+        else:  # the product recomputed a block of rows at a time: never a whole (B, T, D) tensor of it
+            dw = torch.zeros(w.shape, dtype=torch.promote_types(ctx.mm, torch.float32), device=w.device)
+            for i in range(0, d2.shape[0], GATE_ROWS):
+                dw += d2[i : i + GATE_ROWS].T @ (s2[i : i + GATE_ROWS] * y2[i : i + GATE_ROWS]).to(ctx.mm)
         dp = (dout @ w.to(ctx.mm)).to(s.dtype)
         ds = dp * y
         return ds, dp.mul_(s), dw.to(w.dtype), None

@@ -96,17 +96,22 @@ class RAT(Mixer):
         # (z, v, g, q, k: 3.5 x (B, T, D)) is freed here and not kept for the backward
         gate = detach_projection(parts)
         z, v, u, q, k = parts
-        ends = None
-        if self.chunk_size <= MAX_ALIGNED_CHUNK:  # the scan also hands over the chunks' final pairs
-            kt, vt, k_end, v_end = kv_chunk_scan(k, v, u, self.chunk_size)
-            ends = (k_end, v_end)
-        else:  # long chunks: the hierarchical scan
-            kt, vt = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], self.chunk_size).unbind(2)
+        L = self.chunk_size
         if backend == "flex":
             from .flex import rat_flex_attention
+
+            if L <= MAX_ALIGNED_CHUNK:
+                kt, vt = kv_chunk_scan(k, v, u, L)[:2]
+            else:
+                kt, vt = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], L).unbind(2)
             y = rat_flex_attention(self, q, kt, vt)
-        else:
-            y, _ = self._attend(q, kt, vt, 0, ends=ends)
+        elif L <= MAX_ALIGNED_CHUNK:  # the scan hands over the chunks' final pairs and the running keys' scores
+            qs = up(q) * (1.0 / math.sqrt(self.head_dim))  # with the scaled queries (nothing of k~ is kept)
+            ss, vt, k_end, v_end = kv_chunk_scan(k, v, u, L, q=qs, head_dim=self.head_dim)
+            y, _ = self._attend(qs, None, vt, 0, ends=(k_end, v_end), self_score=ss, dtype=q.dtype)
+        else:  # long chunks: the hierarchical scan
+            kt, vt = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], L).unbind(2)
+            y, _ = self._attend(q, kt, vt, 0)
         return self._out(z, y, x.dtype, gate)
 
     def _prefill(self, x, cache, lengths):
@@ -167,22 +172,29 @@ class RAT(Mixer):
         return self._out(z, up(y).reshape(B, D), x.dtype).unsqueeze(1)
 
     # inter-chunk attention ------------------------------------------------------------------------
-    def _attend(self, q, kt, vt, start, cache=None, ends=None):
+    def _attend(self, q, kt, vt, start, cache=None, ends=None, self_score=None, dtype=None):
         """Attention of every token over earlier chunks' final pairs (memory) and its own running pair.
 
         q: (B, T, G*dh); kt, vt: (B, T, D) running pairs at absolute positions start + t (start: int
         or (B,) tensor); ends: the final pairs of the complete chunks, when start is 0 and the scan
-        gave them. Returns y (B, T, D) float32 and the final pairs of the chunks completed in this
+        gave them; self_score: (B, T, H) the running keys' scores with q when the scan gave them (then
+        q comes scaled by 1 / sqrt(dh) and kt is not needed); dtype: the attention's input dtype
+        (default q's). Returns y (B, T, D) float32 and the final pairs of the chunks completed in this
         call, (keys rotated (B, Cn, H, dh), values (B, Cn, H, dh)), in chunk order per row.
         """
-        B, T = kt.shape[:2]
+        B, T = vt.shape[:2]
         H, dh, L, G = self.num_heads, self.head_dim, self.chunk_size, self.qk_groups
-        dev = kt.device
-        dtype = q.dtype
-        kt, vt = kt.view(B, T, H, dh), vt.view(B, T, H, dh)
+        dev = vt.device
+        dtype = dtype or q.dtype
+        vt = vt.view(B, T, H, dh)
         # queries are scaled and rotated at group width (G heads), then tiled to H heads
-        q = up(q).view(B, T, G, dh) * (1.0 / math.sqrt(dh))
-        self_score = (kt.view(B, T, H // G, G, dh) * q[:, :, None]).sum(-1).view(B, T, H).transpose(1, 2)
+        if self_score is None:
+            kt = kt.view(B, T, H, dh)
+            q = up(q).view(B, T, G, dh) * (1.0 / math.sqrt(dh))
+            self_score = (kt.view(B, T, H // G, G, dh) * q[:, :, None]).sum(-1).view(B, T, H)
+        else:
+            q = q.view(B, T, G, dh)
+        self_score = self_score.transpose(1, 2)
         ar = torch.arange(T, device=dev)
         if isinstance(start, int):
             q_chunk = ((start + ar) // L)[None]
@@ -204,7 +216,12 @@ class RAT(Mixer):
             e_chunk = torch.where(ok, (start[:, None] + idx) // L, NEVER)
         keys = self._rotate(keys, e_chunk).to(dtype)  # rotated in float32, as decode steps do
         values = values.to(dtype)
-        q = self._rotate(q, q_chunk).transpose(1, 2).to(dtype)  # (B, G, T, dh)
+        if isinstance(start, int) and start % L == 0 and T % L == 0:  # whole chunks: rotated chunk by chunk, so
+            # that the rotation reads C rows of the shared tables and keeps no (T, dh) gathers of them
+            q = self._rotate(q.reshape(B, T // L, L * G, dh), start // L).view(B, T, G, dh)
+        else:
+            q = self._rotate(q, q_chunk)
+        q = q.transpose(1, 2).to(dtype)  # (B, G, T, dh)
         mem_k, mem_v, k_chunk = keys.transpose(1, 2), values.transpose(1, 2), e_chunk
         if (isinstance(start, int) and start == 0 and (cache is None or cache.max_chunks == 0)
                 and use_aligned_flash(q, mem_k, mem_v, self_score, vt)):

@@ -17,7 +17,7 @@ from .dtypes import autocast_off, up
 
 BLOCK = 16  # tokens per block in the hierarchical scan
 MAX_ALIGNED_CHUNK = 64  # longer chunks take the hierarchical scan (fewer Python steps)
-SLICE_TOKENS = 2048  # tokens (x batch) per slice of whole chunks that the chunk scan works on at a time
+SLICE_TOKENS = 1024  # tokens (x batch) per slice of whole chunks that the chunk scan works on at a time
 
 
 def _block_scan(a, b):
@@ -69,53 +69,70 @@ class _ChunkScan(torch.autograd.Function):
 
     Works in the chunked layout (B, C, L, 2, D): the scan is L - 1 fused multiply-adds over all
     chunks. Scans keys and values together with one gate (the RAT layer); keys come at group width
-    G*dh and are tiled to D here (head h uses group h mod G), so the tiled copy is never stored."""
+    G*dh and are tiled to D here (head h uses group h mod G), so the tiled copy is never stored.
+    Chunks are independent, so it runs a slice of them at a time (SLICE_TOKENS) and keeps only its
+    inputs for the backward, which scans each slice again: the running pairs are not kept."""
 
     @staticmethod
     @autocast_off
-    def forward(ctx, k, v, u, L):
+    def forward(ctx, k, v, u, L, q, dh):
         B, T, D = v.shape
         pad = (-T) % L
         kc, vc, uc = (_chunked(up(t), L, pad) for t in (k, v, u))
         C, Gd = kc.shape[1], k.shape[-1]
         R = D // Gd
-        h = torch.empty(B, C, L, 2, D, dtype=uc.dtype, device=uc.device)
-        n = max(1, SLICE_TOKENS // (B * L))  # chunks are independent: a few at a time (small gate buffers)
-        for c0 in range(0, C, n):
-            hs, us, ks, vs = h[:, c0 : c0 + n], uc[:, c0 : c0 + n], kc[:, c0 : c0 + n], vc[:, c0 : c0 + n]
-            m = hs.shape[1]
-            om = torch.sigmoid(-us)  # 1 - g without cancellation
-            torch.mul(om.view(B, m, L, R, Gd), ks[:, :, :, None], out=hs[:, :, :, 0].view(B, m, L, R, Gd))
-            torch.mul(om, vs, out=hs[:, :, :, 1])
-            g2 = torch.sigmoid(us, out=om)[:, :, :, None]
-            for j in range(1, L):
-                hs[:, :, j].addcmul_(g2[:, :, j], hs[:, :, j - 1])
-        ctx.save_for_backward(k, v, u, h)
-        ctx.L, ctx.pad = L, pad
-        run = h.flatten(1, 2)[:, :T]
-        ends = h[:, : T // L, L - 1]  # final pairs of the complete chunks
-        return run[:, :, 0], run[:, :, 1], ends[:, :, 0], ends[:, :, 1]
-
-    @staticmethod
-    @autocast_off
-    def backward(ctx, dk_run, dv_run, dk_end, dv_end):
-        k, v, u, h = ctx.saved_tensors
-        L, pad = ctx.L, ctx.pad
-        B, T, D = v.shape
-        kc, vc, uc = (_chunked(up(t), L, pad) for t in (k, v, u))
-        C, Gd = kc.shape[1], k.shape[-1]
-        acc = h.dtype
-        dk = torch.empty(B, C, L, Gd, dtype=acc, device=h.device)
-        dv = torch.empty(B, C, L, D, dtype=acc, device=h.device)
-        du = torch.empty(B, C, L, D, dtype=acc, device=h.device)
-        grads = [None if d is None else _chunked(up(d), L, pad) for d in (dk_run, dv_run)]
-        ends = (dk_end, dv_end)
-        # chunks are independent: a few at a time, so that the backward's own buffers stay small (a tenth of
-        # the outputs) instead of 2 + 3 tensors of (B, T, D) for the adjoint, the gate and the gate gradient
+        acc = uc.dtype
+        vt = torch.empty(B, C, L, D, dtype=acc, device=uc.device)
+        k_end = torch.empty(B, T // L, D, dtype=acc, device=uc.device)
+        if q is None:  # the running keys themselves
+            first = torch.empty(B, C, L, D, dtype=acc, device=uc.device)
+        else:  # their scores with the queries: (B, C, L, H), head r * G + g
+            qc, G = _chunked(up(q), L, pad), Gd // dh
+            first = torch.empty(B, C, L, R * G, dtype=acc, device=uc.device)
         n = max(1, SLICE_TOKENS // (B * L))
         for c0 in range(0, C, n):
             c1 = min(C, c0 + n)
-            r = torch.zeros(B, c1 - c0, L, 2, D, dtype=acc, device=h.device)
+            h = _scan_slice(kc[:, c0:c1], vc[:, c0:c1], uc[:, c0:c1])
+            m = c1 - c0
+            if q is None:
+                first[:, c0:c1] = h[:, :, :, 0]
+            else:
+                kq = h[:, :, :, 0].reshape(B, m, L, R, G, dh) * qc[:, c0:c1].view(B, m, L, 1, G, dh)
+                torch.sum(kq, -1, out=first[:, c0:c1].view(B, m, L, R, G))
+            vt[:, c0:c1] = h[:, :, :, 1]
+            e1 = min(c1, T // L)
+            if e1 > c0:
+                k_end[:, c0:e1] = h[:, : e1 - c0, L - 1, 0]
+        ctx.save_for_backward(k, v, u, q)
+        ctx.L, ctx.pad, ctx.dh = L, pad, dh
+        return first.flatten(1, 2)[:, :T], vt.flatten(1, 2)[:, :T], k_end, vt[:, : T // L, L - 1]
+
+    @staticmethod
+    @autocast_off
+    def backward(ctx, d_first, dv_run, dk_end, dv_end):
+        k, v, u, q = ctx.saved_tensors
+        L, pad, dh = ctx.L, ctx.pad, ctx.dh
+        B, T, D = v.shape
+        kc, vc, uc = (_chunked(up(t), L, pad) for t in (k, v, u))
+        C, Gd = kc.shape[1], k.shape[-1]
+        R = D // Gd
+        acc = uc.dtype
+        dk = torch.empty(B, C, L, Gd, dtype=acc, device=uc.device)
+        dv = torch.empty(B, C, L, D, dtype=acc, device=uc.device)
+        du = torch.empty(B, C, L, D, dtype=acc, device=uc.device)
+        dk_run, dss = (d_first, None) if q is None else (None, d_first)
+        grads = [None if d is None else _chunked(up(d), L, pad) for d in (dk_run, dv_run)]
+        if dss is not None:  # the scores' gradient: to the running keys, slice by slice, and to the queries
+            dss, qc, G = _chunked(up(dss), L, pad), _chunked(up(q), L, pad), Gd // dh
+            dq = torch.empty(B, C, L, Gd, dtype=acc, device=uc.device)
+        ends = (dk_end, dv_end)
+        # a few chunks at a time: the running pairs scanned again, the adjoint and the gate buffers a slice long
+        n = max(1, SLICE_TOKENS // (B * L))
+        for c0 in range(0, C, n):
+            c1 = min(C, c0 + n)
+            m = c1 - c0
+            h = _scan_slice(kc[:, c0:c1], vc[:, c0:c1], uc[:, c0:c1])
+            r = torch.zeros(B, m, L, 2, D, dtype=acc, device=uc.device)
             for i, d in enumerate(grads):
                 if d is not None:
                     r[:, :, :, i] = d[:, c0:c1]
@@ -123,12 +140,48 @@ class _ChunkScan(torch.autograd.Function):
                 e1 = min(c1, T // L)
                 if d is not None and e1 > c0:
                     r[:, : e1 - c0, L - 1, i] += d[:, c0:e1]
-            _chunk_scan_adjoint(r, kc[:, c0:c1], vc[:, c0:c1], uc[:, c0:c1], h[:, c0:c1],
+            if dss is not None:
+                ds = dss[:, c0:c1].view(B, m, L, R, G, 1)
+                r[:, :, :, 0].view(B, m, L, R, G, dh).addcmul_(ds, qc[:, c0:c1].view(B, m, L, 1, G, dh))
+                torch.sum(ds * h[:, :, :, 0].reshape(B, m, L, R, G, dh), 3, out=dq[:, c0:c1].view(B, m, L, G, dh))
+            _chunk_scan_adjoint(r, kc[:, c0:c1], vc[:, c0:c1], uc[:, c0:c1], h,
                                 dk[:, c0:c1], dv[:, c0:c1], du[:, c0:c1])
         unchunk = lambda x, like: x.flatten(1, 2)[:, :T].to(like.dtype)  # noqa: E731
-        return unchunk(dk, k), unchunk(dv, v), unchunk(du, u), None
+        return (unchunk(dk, k), unchunk(dv, v), unchunk(du, u), None, None if q is None else unchunk(dq, q),
+                None)
 
 
+def _scan_slice(kc, vc, uc):
+    """Running pairs (B, n, L, 2, D) of a run of whole chunks; kc at group width, tiled to D."""
+    B, n, L, D = uc.shape
+    Gd = kc.shape[-1]
+    R = D // Gd
+    h = torch.empty(B, n, L, 2, D, dtype=uc.dtype, device=uc.device)
+    om = torch.sigmoid(-uc)  # 1 - g without cancellation
+    torch.mul(om.view(B, n, L, R, Gd), kc[:, :, :, None], out=h[:, :, :, 0].view(B, n, L, R, Gd))
+    torch.mul(om, vc, out=h[:, :, :, 1])
+    g2 = torch.sigmoid(uc, out=om)[:, :, :, None]
+    for j in range(1, L):
+        h[:, :, j].addcmul_(g2[:, :, j], h[:, :, j - 1])
+    return h
+
+
+def kv_chunk_scan(k: torch.Tensor, v: torch.Tensor, gate_logits: torch.Tensor, chunk_size: int,
+                  q: torch.Tensor | None = None,
+                  head_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The RAT layer's scan from a fresh start: keys and values through the same gate, restarting
+    at every multiple of chunk_size. k: (B, T, G*dh), tiled to D inside; v, gate_logits: (B, T, D).
+
+    Returns (k~, v~) running pairs (B, T, D) and the final pairs of the T // chunk_size complete
+    chunks (B, C, D), in float32 (float64 for float64). Differentiable in all inputs.
+
+    With queries q (B, T, G*dh) and head_dim, the first output is not k~ but each head's score with
+    the queries, s[b, t, h] = q[b, t, group h mod G] . k~[b, t, head h] (B, T, H): the running keys
+    then never leave the scan, and nothing of them is kept for the backward."""
+    if q is not None and (head_dim is None or q.shape[-1] != k.shape[-1] or q.shape[-1] % head_dim):
+        raise ValueError(f"queries of width {q.shape[-1]} need a head_dim dividing it and the keys' width "
+                         f"{k.shape[-1]}")
+    return _ChunkScan.apply(k, v, gate_logits, int(chunk_size), q, head_dim)
 
 
 def _chunk_scan_adjoint(r, kc, vc, uc, h, dk, dv, du):
@@ -158,16 +211,6 @@ def _chunk_scan_adjoint(r, kc, vc, uc, h, dk, dv, du):
     torch.mul(r[:, :, :, 1], om, out=dv)
     torch.mul(r[:, :, :, 0], om, out=r[:, :, :, 0])
     torch.sum(r[:, :, :, 0].view(B, n, L, R, Gd), 3, out=dk)
-
-
-def kv_chunk_scan(k: torch.Tensor, v: torch.Tensor, gate_logits: torch.Tensor,
-                  chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The RAT layer's scan from a fresh start: keys and values through the same gate, restarting
-    at every multiple of chunk_size. k: (B, T, G*dh), tiled to D inside; v, gate_logits: (B, T, D).
-
-    Returns (k~, v~) running pairs (B, T, D) and the final pairs of the T // chunk_size complete
-    chunks (B, C, D), in float32 (float64 for float64). Differentiable in all three inputs."""
-    return _ChunkScan.apply(k, v, gate_logits, int(chunk_size))
 
 
 def _chunked(t, L, pad):

@@ -117,3 +117,36 @@ def test_kv_chunk_scan_matches_reference(T, L, G, R, slices, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     out32 = kv_chunk_scan(k.float(), v.float(), u.float(), L)
     torch.testing.assert_close(out32[0].double(), rk, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("T,L", [(1, 4), (15, 4), (16, 4), (37, 16), (40, 1)])
+@pytest.mark.parametrize("G,R", [(1, 1), (2, 2), (1, 4)])
+@pytest.mark.parametrize("slices", ["one", "many"])
+def test_kv_chunk_scan_with_queries_returns_scores(T, L, G, R, slices, monkeypatch):
+    """With queries, the first output is each head's score q . k~ (head h: group h mod G) instead of k~;
+    values and gradients in all four inputs against the reference scan and explicit products."""
+    from ratlm.ops import scan
+    from ratlm.ops.naive import tile_groups
+    from ratlm.ops.scan import kv_chunk_scan
+
+    if slices == "many":
+        monkeypatch.setattr(scan, "SLICE_TOKENS", 1)
+    gen = torch.Generator().manual_seed(5)
+    dh = 3
+    D = G * R * dh
+    k, q = (torch.randn(2, T, G * dh, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v, u = (torch.randn(2, T, D, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    ss, vt, k_end, v_end = kv_chunk_scan(k, v, u, L, q=q, head_dim=dh)
+    rk, rv = naive_gated_scan(tile_groups(k, D), u, L), naive_gated_scan(v, u, L)
+    ref_ss = (rk.view(2, T, R * G, dh) * tile_groups(q, D).view(2, T, R * G, dh)).sum(-1)
+    C = T // L
+    ref = [ref_ss, rv, rk[:, L - 1 :: L][:, :C], rv[:, L - 1 :: L][:, :C]]
+    for a, b in zip((ss, vt, k_end, v_end), ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    weights = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in ref]
+    loss = sum((a * w).sum() for a, w in zip((ss, vt, k_end, v_end), weights))
+    ref_loss = sum((a * w).sum() for a, w in zip(ref, weights))
+    for a, b in zip(_grads(loss, [k, v, u, q]), _grads(ref_loss, [k, v, u, q])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="head_dim"):
+        kv_chunk_scan(k, v, u, L, q=q)
