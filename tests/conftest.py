@@ -14,10 +14,9 @@ def one_thread():
 
 
 def pytest_report_header(config):
-    import importlib.util
+    from helpers import missing_serve_extras
 
-    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client", "openai", "httpx")
-               if importlib.util.find_spec(m) is None]
+    missing = missing_serve_extras()
     if missing:
         return (f"serving tests over HTTP not collected: {', '.join(missing)} missing "
                 '(pip install -e ".[test,serve]")')

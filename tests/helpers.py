@@ -1,4 +1,12 @@
 """Helpers shared by test folders (`tests/` is on pytest's path: see pyproject.toml)."""
+import importlib.util
+
+SERVE_EXTRAS = ("fastapi", "uvicorn", "prometheus_client", "openai", "httpx")  # the serve extra's packages
+
+
+def missing_serve_extras():
+    """The serve extra's packages that are not installed (the HTTP serving tests need all of them)."""
+    return [m for m in SERVE_EXTRAS if importlib.util.find_spec(m) is None]
 
 
 def write_corpus(folder, n=12):

@@ -1,11 +1,9 @@
-import importlib.util
-
 import pytest
+from helpers import missing_serve_extras
 
 # The HTTP side needs the serve extra (pip install -e ".[serve]"); without it only the engine's tests run.
-SERVE_EXTRAS = ("fastapi", "uvicorn", "prometheus_client", "openai", "httpx")
-MISSING = [m for m in SERVE_EXTRAS if importlib.util.find_spec(m) is None]
-collect_ignore = ["test_http.py", "test_soak.py", "test_cli.py", "test_bench_serve.py"] if MISSING else []
+HTTP_TESTS = ["test_http.py", "test_soak.py", "test_cli.py", "test_bench_serve.py"]
+collect_ignore = HTTP_TESTS if missing_serve_extras() else []
 
 
 @pytest.fixture(autouse=True)
