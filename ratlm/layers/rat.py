@@ -17,11 +17,7 @@ import math
 import torch
 from torch import nn
 
-from ..ops.chunk_attention import (
-    aligned_chunk_attention,
-    chunk_attention,
-    use_aligned_flash,
-)
+from ..ops.chunk_attention import aligned_chunk_attention, chunk_attention, use_aligned_flash
 from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rat
 from ..ops.rope import rotate
@@ -97,21 +93,21 @@ class RAT(Mixer):
         gate = detach_projection(parts)
         z, v, u, q, k = parts
         L = self.chunk_size
-        if backend == "flex":
-            from .flex import rat_flex_attention
-
+        if backend != "flex" and L <= MAX_ALIGNED_CHUNK:  # the scan hands over the chunks' final pairs and
+            qs = up(q) * (1.0 / math.sqrt(self.head_dim))  # the running keys' scores with the scaled queries
+            ss, vt, k_end, v_end = kv_chunk_scan(k, v, u, L, q=qs, head_dim=self.head_dim)  # (k~ is not kept)
+            y, _ = self._attend(qs, None, vt, 0, ends=(k_end, v_end), self_score=ss, dtype=q.dtype)
+        else:
             if L <= MAX_ALIGNED_CHUNK:
                 kt, vt = kv_chunk_scan(k, v, u, L)[:2]
-            else:
+            else:  # long chunks: the hierarchical scan
                 kt, vt = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], L).unbind(2)
-            y = rat_flex_attention(self, q, kt, vt)
-        elif L <= MAX_ALIGNED_CHUNK:  # the scan hands over the chunks' final pairs and the running keys' scores
-            qs = up(q) * (1.0 / math.sqrt(self.head_dim))  # with the scaled queries (nothing of k~ is kept)
-            ss, vt, k_end, v_end = kv_chunk_scan(k, v, u, L, q=qs, head_dim=self.head_dim)
-            y, _ = self._attend(qs, None, vt, 0, ends=(k_end, v_end), self_score=ss, dtype=q.dtype)
-        else:  # long chunks: the hierarchical scan
-            kt, vt = gated_scan(torch.stack([self._tile(k), v], 2), u[:, :, None], L).unbind(2)
-            y, _ = self._attend(q, kt, vt, 0)
+            if backend == "flex":
+                from .flex import rat_flex_attention
+
+                y = rat_flex_attention(self, q, kt, vt)
+            else:
+                y, _ = self._attend(q, kt, vt, 0)
         return self._out(z, y, x.dtype, gate)
 
     def _prefill(self, x, cache, lengths):
