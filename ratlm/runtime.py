@@ -52,7 +52,7 @@ def bf16_note(device: torch.device | str, dtype: torch.dtype | str | None) -> st
     info = cpu_info()
     if info["isa"].get("bf16"):
         return None
-    return (f"note: this CPU ({info['model']}) has no native bf16 instructions (AVX512-BF16 or AMX): bfloat16 is "
+    return (f"this CPU ({info['model']}) has no native bf16 instructions (AVX512-BF16 or AMX): bfloat16 is "
             "emulated and runs several times slower than float32 here")
 
 
@@ -143,5 +143,5 @@ def load(path: str, device: torch.device | str | None = None, dtype: torch.dtype
     tok = load_tokenizer(tokenizer, model, path, notes)
     note = bf16_note(device, dtype)
     if note:
-        notes.append(note[len("note: "):])
+        notes.append(note)
     return Loaded(model, tok, notes)

@@ -41,7 +41,7 @@ def _note_dtype(device, dtype):
 
     note = bf16_note(device, dtype)
     if note:
-        print(f"ratlm: {note}", file=sys.stderr)
+        print(f"ratlm: note: {note}", file=sys.stderr)
 
 
 def _progress():

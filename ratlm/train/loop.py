@@ -189,7 +189,7 @@ class Trainer:
         bf16 = r.precision == "bf16" or (r.precision == "auto" and dist.device.type == "cuda")
         note = bf16_note(dist.device, "bfloat16" if bf16 else "float32")
         if note:
-            self.say(note)
+            self.say(f"note: {note}")
         fsdp = r.fsdp and dist.world > 1
         if r.fsdp and dist.world == 1:
             self.say("note: --fsdp needs several processes (torchrun); training on one process without it")
