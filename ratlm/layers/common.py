@@ -91,12 +91,10 @@ class _GatedProjection(torch.autograd.Function):
         s, y, w = ctx.saved_tensors
         dout = dout.to(ctx.mm)
         d2, s2, y2 = dout.reshape(-1, dout.shape[-1]), s.reshape(-1, s.shape[-1]), y.reshape(-1, y.shape[-1])
-        if d2.shape[0] <= GATE_ROWS:
-            dw = d2.T @ (s2 * y2).to(ctx.mm)
-        else:  # the product recomputed a block of rows at a time: never a whole (B, T, D) tensor of it
-            dw = torch.zeros(w.shape, dtype=torch.promote_types(ctx.mm, torch.float32), device=w.device)
-            for i in range(0, d2.shape[0], GATE_ROWS):
-                dw += d2[i : i + GATE_ROWS].T @ (s2[i : i + GATE_ROWS] * y2[i : i + GATE_ROWS]).to(ctx.mm)
+        # the product recomputed a block of rows at a time: never a whole (B, T, D) tensor of it
+        dw = torch.zeros(w.shape, dtype=torch.promote_types(ctx.mm, torch.float32), device=w.device)
+        for i in range(0, d2.shape[0], GATE_ROWS):
+            dw += d2[i : i + GATE_ROWS].T @ (s2[i : i + GATE_ROWS] * y2[i : i + GATE_ROWS]).to(ctx.mm)
         dp = (dout @ w.to(ctx.mm)).to(s.dtype)
         ds = dp * y
         return ds, dp.mul_(s), dw.to(w.dtype), None
