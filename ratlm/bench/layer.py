@@ -161,12 +161,12 @@ def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=
                 fn()
             with PeakMemory(device) as peak:  # the first timed run, alone: its memory peak
                 first = _time_once(fn, device)
-            work.append([label, fn, flops, cache_bytes, peak, [first]])
+            work.append((label, fn, flops, cache_bytes, peak, [first]))
             if bar:
                 bar.update(1)
         for _ in range(repeats - 1):  # A, B, C, A, B, C, ...: drift of the machine hits every mixer alike
-            for w in work:
-                w[5].append(_time_once(w[1], device))
+            for _, fn, *_, times in work:
+                times.append(_time_once(fn, device))
         for label, _, flops, cache_bytes, peak, times in work:
             if mode == "decode":
                 times = [s / DECODE_STEPS for s in times]
