@@ -50,6 +50,7 @@ class ServeResult:
     new_tokens: int = 0
     ratio_vs_attention: float | None = None
     note: str = ""
+    baseline_of: str | None = None  # set on a `generate_baseline` row: the served target it is the reference for
 
 
 # ------------------------------------------------------------------------------------ load
@@ -292,15 +293,70 @@ def run_target(label, url, model_name, proc, prompts_for, new_tokens, concurrenc
     return results
 
 
+def generate_baseline(label, folder, prompts, new_tokens, device, dtype, progress=None):
+    """The same model and prompts without a server: each prompt alone through the cached decode loop that
+    `ratlm bench generate` times (greedy, `new_tokens` each), in this process. The one-client reference for
+    the serving path: time to first token and the time between tokens."""
+    import torch
+
+    from ..runtime import load
+
+    model, tok, _ = load(folder, device, dtype)
+    ttfts, itls = [], []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids], device=model.device)
+            t0 = time.perf_counter()
+            cache = model.make_cache(1, max_length=ids.shape[1] + new_tokens)
+            logits = model(ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            nxt.tolist()  # the token as a client would get it
+            last = time.perf_counter()
+            ttfts.append(last - t0)
+            for _ in range(new_tokens - 1):
+                nxt = model(nxt, cache=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+                nxt.tolist()
+                now = time.perf_counter()
+                itls.append(now - last)
+                last = now
+    wall = time.perf_counter() - start
+    r = ServeResult(target=f"{label} (generate)", concurrency=1, requests=len(prompts), completed=len(prompts),
+                    failed=0, wall_s=wall, requests_per_s=len(prompts) / wall,
+                    output_tokens_per_s=len(prompts) * new_tokens / wall, ttft_p50_s=pct(ttfts, 50),
+                    ttft_p99_s=pct(ttfts, 99), itl_p50_s=pct(itls, 50), itl_p99_s=pct(itls, 99), peak_running=1,
+                    peak_rss_bytes=None, prompt_chars=[len(p) for p in prompts], new_tokens=new_tokens,
+                    note="no server: each prompt alone through the cached decode loop, in the bench process",
+                    baseline_of=label)
+    if progress:
+        progress(r)
+    return r
+
+
 def add_ratios(results):
     base = {r.concurrency: r.output_tokens_per_s for r in results if r.target == "attention"}
     for r in results:
-        b = base.get(r.concurrency)
+        b = None if r.baseline_of else base.get(r.concurrency)
         r.ratio_vs_attention = r.output_tokens_per_s / b if b else None
 
 
+def one_client(results):
+    """Lines comparing each served target at one client with its `generate_baseline` row."""
+    lines = []
+    for b in (r for r in results if r.baseline_of):
+        served = next((r for r in results if r.target == b.baseline_of and r.concurrency == 1), None)
+        if served is None or None in (served.ttft_p50_s, served.itl_p50_s, b.ttft_p50_s, b.itl_p50_s):
+            continue
+        lines.append(f"{b.baseline_of}, one client: first token {1e3 * served.ttft_p50_s:.0f} ms served vs "
+                     f"{1e3 * b.ttft_p50_s:.0f} ms without a server ({served.ttft_p50_s / b.ttft_p50_s - 1:+.0%}); "
+                     f"between tokens {1e3 * served.itl_p50_s:.1f} ms vs {1e3 * b.itl_p50_s:.1f} ms "
+                     f"({served.itl_p50_s / b.itl_p50_s - 1:+.0%}) (p50s)")
+    return lines
+
+
 def table(results):
-    head = (f"{'target':<16}{'conc':>5}{'done':>6}{'fail':>5}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}"
+    w = max([16] + [len(r.target) + 1 for r in results])
+    head = (f"{'target':<{w}}{'conc':>5}{'done':>6}{'fail':>5}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}"
             f"{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'rows':>6}{'peak RSS':>10}{'vs attn':>9}")
     lines = [head]
 
@@ -310,7 +366,7 @@ def table(results):
     for r in results:
         rss = f"{r.peak_rss_bytes / 2**20:.0f}MiB" if r.peak_rss_bytes else "-"
         ratio = f"{r.ratio_vs_attention:.2f}x" if r.ratio_vs_attention else "-"
-        lines.append(f"{r.target:<16}{r.concurrency:>5}{r.completed:>6}{r.failed:>5}{r.requests_per_s:>8.2f}"
+        lines.append(f"{r.target:<{w}}{r.concurrency:>5}{r.completed:>6}{r.failed:>5}{r.requests_per_s:>8.2f}"
                      f"{r.output_tokens_per_s:>11.1f}{ms(r.ttft_p50_s):>10}{ms(r.ttft_p99_s):>10}"
                      f"{ms(r.itl_p50_s):>9}{ms(r.itl_p99_s):>9}{r.peak_running or '-':>6}{rss:>10}{ratio:>9}")
     return "\n".join(lines)
@@ -346,9 +402,10 @@ def plot(results, png, meta):
 
 def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, requests, cache_memory, max_running,
         max_model_len, threads, device, dtype, corpus, api_key, with_transformers, timeout, log_path,
-        progress=None, warmup=0):
+        progress=None, warmup=0, baseline=False):
     """targets: variant names to serve one after another (ignored with url or model_dir); warmup: untimed
-    requests sent to each target, one at a time, before its timed loads."""
+    requests sent to each target, one at a time, before its timed loads; baseline: after each served model,
+    the same model without a server (`generate_baseline`, as many prompts as the first load's requests)."""
     text = corpus_text(corpus, need=max(1 << 20, 4 * prompt_len[1]))
     seed = iter(range(10**6))
 
@@ -374,6 +431,9 @@ def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, re
                                       concurrencies, requests, None, extra, timeout, progress, warmup)
             finally:
                 stop(proc)
+            if baseline:  # after the server has stopped, so that the two never share the cores
+                n = requests or max(2 * concurrencies[0], 4)
+                results.append(generate_baseline(name, folder, prompts_for(n), new_tokens, device, dtype, progress))
         if with_transformers:
             folder = model_dir or os.path.join(tmp, "rat")
             if not os.path.isdir(folder):

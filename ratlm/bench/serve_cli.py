@@ -34,6 +34,9 @@ def register(bsub, common):
     s.add_argument("--corpus", default="stdlib", help="text for the prompts: stdlib (default) or paths")
     s.add_argument("--api-key", help="for --url")
     s.add_argument("--timeout", type=float, default=600, help="per-request client timeout in seconds (default 600)")
+    s.add_argument("--generate-baseline", action="store_true",
+                   help="after each served model, run the same prompts through it without a server (one at a "
+                        "time, in this process) and show that row too: the one-client reference")
     common(s, serve=True)
     s.set_defaults(func=_run)
 
@@ -59,6 +62,8 @@ def _run(args):
     if args.new_tokens < 1 or any(c < 1 for c in args.concurrency) or (args.requests is not None and args.requests < 1):
         raise UserError("--new-tokens, --concurrency and --requests must be >= 1")
     cache_memory = None if args.max_running else parse_bytes(args.cache_memory)
+    if args.generate_baseline and args.url:
+        raise UserError("--generate-baseline needs the model here: use --variants or --model, not --url")
     if args.model and not os.path.isdir(args.model):
         raise UserError(f"no such model directory: {args.model}")
     variants = args.variants or (bs.COMPARE if args.compare else ["rat"])
@@ -80,7 +85,7 @@ def _run(args):
                             args.concurrency, args.requests, cache_memory, args.max_running,
                             prompt_len[1] + args.new_tokens, args.threads, args.device, args.dtype, args.corpus,
                             args.api_key, args.transformers and args.compare, args.timeout, log, show,
-                            warmup=args.warmup)
+                            warmup=args.warmup, baseline=args.generate_baseline)
     bs.add_ratios(results)
     limit = f"--max-running {args.max_running}" if args.max_running else f"--cache-memory {args.cache_memory}"
     meta = _meta(device, args.warmup, None, None, size=args.size, prompt_len=args.prompt_len,
@@ -92,6 +97,8 @@ def _run(args):
     for name, ratio in bs.summary_ratios(results).items():
         if name != "attention":
             print(f"{name}: {ratio:.2f}x attention's output tokens/s (mean over concurrencies)")
+    for line in bs.one_client(results):
+        print(line)
     for note in notes:
         print(f"note: {note}")
     _save(args.out, "bench_serve", results, meta, bs.plot)

@@ -20,9 +20,9 @@ from torch import nn
 from ..ops.chunk_attention import aligned_chunk_attention, chunk_attention, use_aligned_flash
 from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rat
-from ..ops.rope import rotate
+from ..ops.rope import rotate, rotate_rows
 from ..ops.scan import MAX_ALIGNED_CHUNK, gated_scan, kv_chunk_scan
-from .cache import ChunkCache, scatter_tokens
+from .cache import ChunkCache, needs_graph, scatter_tokens
 from .common import Mixer, detach_projection, gated_output, gather_rows, init_gate_bias
 
 NEVER = 1 << 60  # chunk index of an empty memory slot: no query ever sees it
@@ -138,14 +138,18 @@ class RAT(Mixer):
         return self._out(z, y, x.dtype)
 
     def _step(self, x, cache, active):
+        # Written for few operators: at batch 1 the step is mostly their fixed cost, not arithmetic.
         B, D = x.shape[0], self.hidden_size
         H, dh, L, G = self.num_heads, self.head_dim, self.chunk_size, self.qk_groups
         uniform = cache.uniform  # every row at the same position: python ints, no masks
-        z, v, u, q, k = self._project(x[:, 0])
-        h = torch.sigmoid(-u).unsqueeze(1) * up(torch.cat([k] * (H // G) + [v], -1)).view(B, 2, D)
-        if L > 1 and not (uniform and cache.max_seen % L == 0):  # not where a chunk starts: add the gated state
+        z, v, u, q, k = self._project(x.reshape(B, D))
+        a = torch.sigmoid(u)
+        kv = up(torch.cat([k] * (H // G) + [v], -1)).view(B, 2, D)  # the inputs of the key and value scans
+        if L == 1 or (uniform and cache.max_seen % L == 0):  # a chunk starts: no state to carry
+            h = kv * torch.sigmoid(-u).unsqueeze(1)
+        else:  # h = a * prev + (1 - a) * kv; rows where a chunk starts (seen % L == 0) carry nothing
             prev = cache.running if uniform else cache.running * (cache.seen % L != 0)[:, None, None]
-            h = torch.addcmul(h, torch.sigmoid(u).unsqueeze(1), prev)
+            h = torch.lerp(kv, prev, a.unsqueeze(1))
         if active is not None:  # rows without a token this step keep their state
             h = torch.where(active[:, None, None], h, cache.running)
         # The running pair goes to the memory slot of its own chunk, its key rotated by the chunk index like
@@ -155,17 +159,23 @@ class RAT(Mixer):
         chunk = cache.max_seen // L if uniform else cache.seen // L
         n = cache.max_chunks + 1
         cache.ensure(n)
-        qk = torch.cat([up(q).view(B, G, dh), h[:, 0].view(B, H, dh)], 1)[:, None]  # rotated together
-        qk = self._rotate(qk, chunk if uniform else chunk[:, None])[:, 0].to(cache.keys.dtype)
-        cache.keys = scatter_tokens(cache.keys, chunk, qk[:, G:, None])
-        cache.values = scatter_tokens(cache.values, chunk, h[:, 1].view(B, H, 1, dh))
-        qr = torch.cat([qk[:, :G, None]] * (H // G), 1)  # (B, H, 1, dh), head h reads group h mod G
+        qk = torch.cat([up(q), h[:, 0]], 1).view(B, G + H, dh)  # q and the running key, rotated together
+        if self.rope:
+            qk = rotate_rows(qk, chunk if uniform else chunk[:, None], self.rope_theta)
+        qk = qk.to(cache.keys.dtype)
+        if uniform and not needs_graph(cache.keys, qk):
+            cache.keys.select(2, chunk).copy_(qk[:, G:])
+            cache.values.select(2, chunk).copy_(h[:, 1].view(B, H, dh))
+        else:
+            cache.keys = scatter_tokens(cache.keys, chunk, qk[:, G:, None])
+            cache.values = scatter_tokens(cache.values, chunk, h[:, 1].view(B, H, 1, dh))
+        qr = qk[:, :G].repeat(1, H // G, 1).view(B, H, 1, dh)  # head h reads group h mod G
         mask = None if uniform else (torch.arange(n, device=x.device) <= chunk[:, None]).view(B, 1, 1, n)
         y = nn.functional.scaled_dot_product_attention(qr, cache.keys[:, :, :n], cache.values[:, :, :n],
                                                        attn_mask=mask, scale=1.0 / math.sqrt(dh))
         cache.running = h
         cache.advance(None if active is None else active.long(), 1)
-        return self._out(z, up(y).reshape(B, D), x.dtype).unsqueeze(1)
+        return self._out(z, up(y).view(B, D), x.dtype).view(B, 1, D)
 
     # inter-chunk attention ------------------------------------------------------------------------
     def _attend(self, q, kt, vt, start, cache=None, ends=None, self_score=None, dtype=None):

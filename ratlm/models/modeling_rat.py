@@ -24,6 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from ..layers import RAT, RNN, Attention, LayerCache, SlidingWindowAttention
 from ..layers.common import init_gate_bias
+from ..ops.dtypes import up
 from .configuration_rat import RATConfig
 
 # transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`.
@@ -38,11 +39,9 @@ class RATRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
-    def forward(self, x):
-        acc = torch.promote_types(x.dtype, torch.float32)
-        x32 = x.to(acc)
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.to(acc)).to(x.dtype)
+    def forward(self, x):  # torch's rms_norm: the same arithmetic, one call (decode steps are many small calls)
+        acc = up(x).dtype
+        return nn.functional.rms_norm(x.to(acc), x.shape[-1:], self.weight.to(acc), self.eps).to(x.dtype)
 
 
 class RATMLP(nn.Module):

@@ -28,10 +28,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 _TABLES = {}
 
 
-def rope_table(n: int, head_dim: int, theta: float, device: torch.device | str,
-               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached (cos, signed sin) tables for positions 0..n-1, shape (n, head_dim), where
-    apply_rope(x, cos, sin) == x * cos + x.roll(head_dim // 2, -1) * signed_sin. Grows by doubling."""
+def _tables(n: int, head_dim: int, theta: float, device: torch.device | str,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shared (cos, signed sin) tables, at least n rows."""
     key = (head_dim, float(theta), str(device), dtype)
     table = _TABLES.get(key)
     if table is None or table[0].shape[0] < n:
@@ -41,7 +40,15 @@ def rope_table(n: int, head_dim: int, theta: float, device: torch.device | str,
             half = head_dim // 2
             sin = torch.cat([-sin[:, :half], sin[:, half:]], -1)
         table = _TABLES[key] = (cos, sin)
-    return table[0][:n], table[1][:n]
+    return table
+
+
+def rope_table(n: int, head_dim: int, theta: float, device: torch.device | str,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached (cos, signed sin) tables for positions 0..n-1, shape (n, head_dim), where
+    apply_rope(x, cos, sin) == x * cos + x.roll(head_dim // 2, -1) * signed_sin. Grows by doubling."""
+    cos, sin = _tables(n, head_dim, theta, device, dtype)
+    return cos[:n], sin[:n]
 
 
 def rotate(x: torch.Tensor, positions: int | torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
@@ -55,3 +62,12 @@ def rotate(x: torch.Tensor, positions: int | torch.Tensor, theta: float = 10000.
         cos, sin = rope_table(int(positions.max()) + 1 if positions.numel() else 1, dh, theta, x.device, x.dtype)
         cos, sin = cos[positions][..., None, :], sin[positions][..., None, :]
     return torch.addcmul(x * cos, x.roll(dh // 2, -1), sin)
+
+
+def rotate_rows(x: torch.Tensor, position: int | torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
+    """RoPE of vectors x (..., dh) all at one integer position (a python int), or at positions given by a
+    tensor broadcastable to x.shape[:-1]. Same numbers as `rotate`, in fewer operators (decode steps)."""
+    dh = x.shape[-1]
+    n = position + 1 if isinstance(position, int) else int(position.max()) + 1
+    cos, sin = _tables(n, dh, theta, x.device, x.dtype)
+    return torch.addcmul(x * cos[position], x.roll(dh // 2, -1), sin[position])

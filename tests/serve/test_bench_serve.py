@@ -14,18 +14,22 @@ def test_bench_serve_starts_a_server_and_reports(tmp_path, capsys):
     out = tmp_path / "b"
     rc = main(["bench", "serve", "--size", "tiny", "--variants", "rat", "--concurrency", "1,2", "--requests", "3",
                "--prompt-len", "16-40", "--new-tokens", "4", "--cache-memory", "16MiB", "--threads", "1",
-               "--dtype", "float32", "--out", str(out)])
+               "--dtype", "float32", "--generate-baseline", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     data = json.loads((out / "bench_serve.json").read_text())
     assert (out / "bench_serve.png").stat().st_size > 0
     rows = data["results"]
-    assert [(r["target"], r["concurrency"]) for r in rows] == [("rat", 1), ("rat", 2)]
+    assert [(r["target"], r["concurrency"]) for r in rows] == [("rat", 1), ("rat", 2), ("rat (generate)", 1)]
     for r in rows:
         assert r["completed"] == 3 and r["failed"] == 0 and r["output_tokens_per_s"] > 0
-        assert r["ttft_p50_s"] > 0 and r["peak_rss_bytes"] > 0
+        assert r["ttft_p50_s"] > 0 and r["itl_p50_s"] > 0
         assert all(16 <= n <= 40 for n in r["prompt_chars"])
+    assert rows[0]["peak_rss_bytes"] > 0 and rows[0]["baseline_of"] is None
+    # the reference row: the same model without a server, 3 prompts x 4 tokens (3 gaps each)
+    assert rows[2]["baseline_of"] == "rat" and rows[2]["peak_rss_bytes"] is None
     assert "out tok/s" in text and data["meta"]["limit"] == "--cache-memory 16MiB"
+    assert "rat, one client: first token" in text and "without a server" in text
 
 
 def test_bench_serve_url(tmp_path, capsys):
@@ -47,3 +51,5 @@ def test_bench_serve_errors(capsys):
     assert "MIN <= MAX" in capsys.readouterr().err
     assert main(["bench", "serve", "--variants", "mamba"]) == 2
     assert "unknown preset" in capsys.readouterr().err
+    assert main(["bench", "serve", "--url", "http://127.0.0.1:9", "--generate-baseline"]) == 2
+    assert "--generate-baseline needs the model here" in capsys.readouterr().err
