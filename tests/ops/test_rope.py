@@ -21,3 +21,14 @@ def test_table_made_in_inference_mode_still_trains(monkeypatch):
     x = torch.randn(1, 4, 1, 8, requires_grad=True)
     rotate(x, 0).sum().backward()
     assert x.grad is not None
+
+
+def test_rotate_rows_matches_apply_rope():
+    """One position for every vector (a python int, past the first table's size so that it grows), or one per
+    row (a tensor broadcast over the vectors)."""
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    cos, sin = rope_cos_sin(torch.tensor([1500]), 8, dtype=torch.float64)
+    torch.testing.assert_close(rope.rotate_rows(x, 1500), apply_rope(x, cos, sin))
+    pos = torch.tensor([[2], [0], [9]])
+    cos, sin = rope_cos_sin(pos, 8, dtype=torch.float64)
+    torch.testing.assert_close(rope.rotate_rows(x, pos), apply_rope(x, cos, sin))
