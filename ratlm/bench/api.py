@@ -30,9 +30,12 @@ def _setup(device, threads, warmup, repeats, clock="wall"):
         raise UserError(f"clock must be wall or cpu, got {clock!r}")
     if clock == "cpu" and (threads != 1 or not device.startswith("cpu")):
         raise UserError("--clock cpu measures one thread's work on the CPU: add --threads 1 (and --device cpu)")
-    from .system import set_clock
+    from .system import check_busy, set_clock
 
     set_clock(clock)
+    note = check_busy()
+    if note:
+        print(f"ratlm: note: {note}", file=sys.stderr)
     return device
 
 
@@ -54,10 +57,11 @@ def _meta(device, warmup, repeats, command, clock="wall", **extra):
     import torch
 
     from .layer import device_name
-    from .system import cpu_info
+    from .system import busy_at_start, cpu_info
 
     return {"device": device, "device_name": device_name(device), "cpu": cpu_info(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "clock": clock, "warmup": warmup, "repeats": repeats,
+            "busy_cores_at_start": busy_at_start(),
             "command": command or "ratlm " + " ".join(sys.argv[1:]), **extra}
 
 

@@ -103,3 +103,45 @@ def set_clock(name):
 def now():
     """The benchmarks' clock (see set_clock)."""
     return _clock[0]()
+
+
+def _cpu_times():
+    """(busy, total) jiffies of the whole machine from /proc/stat (steal counts as busy), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_cores(seconds: float = 0.5):
+    """How many cores other work kept busy over the next `seconds` (this process sleeps meanwhile; a
+    virtual machine's steal time counts too), or None where /proc/stat is not available."""
+    a = _cpu_times()
+    time.sleep(seconds)
+    b = _cpu_times()
+    if a is None or b is None or b[1] <= a[1]:
+        return None
+    return (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1)
+
+
+BUSY_NOTE_CORES = 0.25  # other work above this many busy cores: the benchmark says its timings are suspect
+_busy_at_start = [None]
+
+
+def check_busy(seconds: float = 0.5):
+    """Measure other work before a benchmark (`busy_cores`); returns a note for the user when it is above
+    BUSY_NOTE_CORES, else None. The figure goes into the benchmark's JSON (`busy_cores_at_start`)."""
+    busy = _busy_at_start[0] = busy_cores(seconds)
+    if busy is None or busy <= BUSY_NOTE_CORES:
+        return None
+    return (f"other work kept {busy:.1f} of {os.cpu_count()} cores busy as the benchmark started: its timings "
+            "will be slower and noisier than on an idle machine (ratios measured in the same run suffer less; "
+            "on a shared machine --threads 1 --clock cpu helps)")
+
+
+def busy_at_start():
+    return _busy_at_start[0]
+

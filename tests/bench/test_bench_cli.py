@@ -181,3 +181,33 @@ def test_cpu_clock(tmp_path, capsys):
     from ratlm.bench.system import set_clock
 
     set_clock("wall")
+
+
+def test_bench_notes_other_work_and_records_it(tmp_path, capsys, monkeypatch):
+    """A machine busy with other work before the run: one note on stderr, the figure in the JSON."""
+    import os
+
+    from ratlm.bench import system
+
+    ticks = iter([(100, 1000), (250, 1200)])  # 75% of the machine busy over the window
+    monkeypatch.setattr(system, "_cpu_times", lambda: next(ticks))
+    out = tmp_path / "busy"
+    assert main(["bench", "layer", "--lengths", "16", "--hidden", "32", "--heads", "4", "--mixers", "rnn",
+                 "--modes", "decode", "--repeats", "1", "--warmup", "0", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "ratlm: note: other work kept" in err and "cores busy" in err
+    busy = json.loads((out / "bench_layer.json").read_text())["meta"]["busy_cores_at_start"]
+    assert busy == pytest.approx(0.75 * (os.cpu_count() or 1))
+    # an idle machine: no note
+    ticks = iter([(100, 1000), (100, 1200)])
+    monkeypatch.setattr(system, "_cpu_times", lambda: next(ticks))
+    assert main(["bench", "layer", "--lengths", "16", "--hidden", "32", "--heads", "4", "--mixers", "rnn",
+                 "--modes", "decode", "--repeats", "1", "--warmup", "0", "--out", str(out)]) == 0
+    assert "other work kept" not in capsys.readouterr().err
+
+
+def test_busy_cores_reads_proc_stat():
+    from ratlm.bench import system
+
+    busy = system.busy_cores(0.05)
+    assert busy is None or 0 <= busy <= (__import__("os").cpu_count() or 1) + 1e-6
