@@ -233,7 +233,6 @@ class RAT(Mixer):
                 and use_aligned_flash(q, mem_k, mem_v, self_score, vt)):
             y = aligned_chunk_attention(q, mem_k, mem_v, self_score, vt.transpose(1, 2), L, 1.0)
             return y.transpose(1, 2).reshape(B, T, H * dh), (keys, values)
-        q = q.repeat(1, H // G, 1, 1)  # (B, H, T, dh): head h reads group h mod G
         if cache is not None and cache.max_chunks > 0:
             cmax = cache.max_chunks
             slots = torch.arange(cmax, device=dev)[None]

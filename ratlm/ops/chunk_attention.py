@@ -44,9 +44,10 @@ def _query_blocks(q_chunk, k_chunk, Tq, heads):
     return [(i0, min(i0 + bq, Tq), int(f), int(e)) for i0, f, e in zip(starts, kfull.tolist(), kend.tolist())]
 
 
-def _with_column(t, value):
-    """t with one more last-dim column filled with `value`."""
-    return torch.cat([t, t.new_full((*t.shape[:-1], 1), value)], -1)
+def _tile_heads(t, H):
+    """(B, G, ...) query groups -> (B, H, ...): head h reads group h mod G (no copy when G == H)."""
+    G = t.shape[1]
+    return t if G == H else t.repeat(1, H // G, *([1] * (t.dim() - 2)))
 
 
 def _scaled(q, acc, scale):
@@ -55,8 +56,9 @@ def _scaled(q, acc, scale):
 
 
 def _block_scores(qs, k, q_chunk, k_chunk, i0, i1, kfull, kend):
-    """Scores of queries i0:i1 over keys :kend, -inf where invisible (qs: queries times the scale)."""
-    s = torch.matmul(qs[:, :, i0:i1], k[:, :, :kend].to(qs.dtype).transpose(-1, -2))
+    """Scores of queries i0:i1 over keys :kend, -inf where invisible (qs: queries times the scale, at
+    their group width)."""
+    s = torch.matmul(_tile_heads(qs[:, :, i0:i1], k.shape[1]), k[:, :, :kend].to(qs.dtype).transpose(-1, -2))
     if kfull < kend:  # the mask only touches the last few keys
         visible = k_chunk[:, None, kfull:kend] < q_chunk[:, i0:i1, None]
         s[..., kfull:kend].masked_fill_(~visible[:, None], float("-inf"))
@@ -69,7 +71,8 @@ def chunk_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
     """Returns (out (B, H, Tq, dh), lse (B, H, Tq)) in float32 (float64 for float64), and with keep
     also (probs, denom): each block's unnormalised probabilities exp(score - max) (0 where masked) and
     the row sums they are divided by (B, H, Tq, 1). No autograd."""
-    B, H, Tq, dh = q.shape
+    B, _, Tq, dh = q.shape
+    H = k.shape[1]
     acc = acc_dtype(q.dtype)
     qs = _scaled(q, acc, scale)
     # (B, Tq, H, dh) in memory, so (B, Tq, H * dh) is a free view for the caller
@@ -106,10 +109,11 @@ class _ChunkAttention(torch.autograd.Function):
     @staticmethod
     @autocast_off
     def forward(ctx, q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep):
-        B, H, Tq, _ = q.shape
+        B, _, Tq, dh = q.shape
+        H = k.shape[1]
         blocks = _query_blocks(q_chunk, k_chunk, Tq, H)
         count = _score_count(blocks, B, H)
-        keep = keep and q.device.type == "cpu" and count <= KEEP_PROBS and count <= KEEP_RATIO * q.numel()
+        keep = keep and q.device.type == "cpu" and count <= KEEP_PROBS and count <= KEEP_RATIO * B * H * Tq * dh
         out, lse, *kept = chunk_attention_forward(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep,
                                                   blocks)
         ctx.save_for_backward(q, k, v, self_score, self_value, q_chunk, k_chunk, out, lse)
@@ -124,44 +128,44 @@ class _ChunkAttention(torch.autograd.Function):
         q, k, v, self_score, self_value, q_chunk, k_chunk, out, lse = ctx.saved_tensors
         scale, kept = ctx.scale, ctx.kept
         ctx.kept = None
-        B, H, Tq, dh = q.shape
+        B, G, Tq, dh = q.shape
+        H = k.shape[1]
         acc = acc_dtype(q.dtype)
         dout = dout.to(acc)
         qs = _scaled(q, acc, scale)
         delta = (dout * out).sum(-1, keepdim=True)  # (B, H, Tq, 1)
-        dq = torch.empty(B, H, Tq, dh, dtype=acc, device=q.device)
+        dq = torch.empty(B, G, Tq, dh, dtype=acc, device=q.device)
         dk = torch.zeros(k.shape, dtype=acc, device=q.device)
         dv = torch.zeros(v.shape, dtype=acc, device=q.device)
         ps = torch.exp(self_score.to(acc) - lse)[..., None]
         dss = ps * ((dout * self_value.to(acc)).sum(-1, keepdim=True) - delta)
         dsv = ps * dout
-        # one extra column folds the subtractions into the matmuls:
-        # [qs, -lse] . [k, 1] = score - lse   and   [dout, -delta] . [v, 1] = d(prob) - delta
-        k1 = _with_column(k.to(acc), 1.0)
-        v1 = _with_column(v.to(acc), 1.0)
-        d1 = torch.cat([dout, -delta], -1)
-        probs = q1 = None
-        if kept is not None:  # the forward's exp(score - max): fold 1 / row sum into the right-hand sides
+        kf, vf = k.to(acc), v.to(acc)  # memory-sized (small); the query-sized terms are formed per block, so that
+        # the backward holds no extra (B, H, Tq, dh) tensors besides dq and dsv
+        probs = denom = None
+        if kept is not None:  # the forward's exp(score - max) and the row sums they are divided by
             probs, denom = iter(kept[0]), kept[1]
-            dout = d1.div_(denom)[..., :dh]  # a view: no copy of dout / denom
-        else:  # the scores are recomputed
-            q1 = torch.cat([qs, -lse[..., None]], -1)
         for i0, i1, kfull, kend in ctx.blocks:
             if kend == 0:
                 dq[:, :, i0:i1] = 0
                 continue
+            qb = _tile_heads(qs[:, :, i0:i1], H)
             if probs is not None:
-                p = next(probs)
-            else:
-                p = torch.matmul(q1[:, :, i0:i1], k1[:, :, :kend].transpose(-1, -2))
+                p = next(probs).div_(denom[:, :, i0:i1])  # the probabilities
+            else:  # recomputed: exp(score - lse)
+                p = torch.matmul(qb, kf[:, :, :kend].transpose(-1, -2)).sub_(lse[:, :, i0:i1, None])
                 if kfull < kend:
                     visible = k_chunk[:, None, kfull:kend] < q_chunk[:, i0:i1, None]
                     p[..., kfull:kend].masked_fill_(~visible[:, None], float("-inf"))
                 p.exp_()
-            ds = torch.matmul(d1[:, :, i0:i1], v1[:, :, :kend].transpose(-1, -2)).mul_(p)  # d(score) / scale
-            torch.matmul(ds, k1[:, :, :kend, :dh], out=dq[:, :, i0:i1])
-            dk[:, :, :kend] += torch.matmul(ds.transpose(-1, -2), qs[:, :, i0:i1])
-            dv[:, :, :kend] += torch.matmul(p.transpose(-1, -2), dout[:, :, i0:i1])
+            db = dout[:, :, i0:i1]
+            ds = torch.matmul(db, vf[:, :, :kend].transpose(-1, -2)).sub_(delta[:, :, i0:i1]).mul_(p)  # d(score)/scale
+            if G == H:
+                torch.matmul(ds, kf[:, :, :kend], out=dq[:, :, i0:i1])
+            else:  # the heads of a group add up
+                dq[:, :, i0:i1] = torch.matmul(ds, kf[:, :, :kend]).unflatten(1, (H // G, G)).sum(1)
+            dk[:, :, :kend] += torch.matmul(ds.transpose(-1, -2), qb)
+            dv[:, :, :kend] += torch.matmul(p.transpose(-1, -2), db)
         dq.mul_(scale)
         return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dss[..., 0].to(self_score.dtype),
                 dsv.to(self_value.dtype), None, None, None, None)
@@ -172,11 +176,15 @@ def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_scor
                     scale: float) -> torch.Tensor:
     """Differentiable inter-chunk attention (see the module docstring).
 
-    q: (B, H, Tq, dh); k, v: (B, H, Nk, dh) memory (final pairs of completed chunks, keys already
-    rotated); self_score: (B, H, Tq) scaled logit of each query with its own running key;
-    self_value: (B, H, Tq, dh); q_chunk: (B or 1, Tq) and k_chunk: (B or 1, Nk) integer chunk indices.
+    q: (B, H, Tq, dh), or (B, G, Tq, dh) with G dividing H: query groups, head h reading group h mod G
+    (RAT's grouped queries, tiled a block at a time instead of stored H / G times); k, v: (B, H, Nk, dh)
+    memory (final pairs of completed chunks, keys already rotated); self_score: (B, H, Tq) scaled logit
+    of each query with its own running key; self_value: (B, H, Tq, dh); q_chunk: (B or 1, Tq) and
+    k_chunk: (B or 1, Nk) integer chunk indices.
     Returns float32 (B, H, Tq, dh).
     """
+    if k.shape[1] % q.shape[1]:
+        raise ValueError(f"{q.shape[1]} query groups do not divide {k.shape[1]} heads")
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self_score, self_value))
     return _ChunkAttention.apply(q, k, v, self_score, self_value, q_chunk, k_chunk, scale, keep)
 

@@ -149,7 +149,7 @@ def test_rat_training_keeps_neither_the_projection_nor_copies_per_chunk_offset(f
         saved.pop(t.untyped_storage().data_ptr(), None)
     assert max(saved.values()) < B * T * m.in_proj.out_features * 4  # not the projection
     held = sum(saved.values()) / (B * T * D * 4)
-    assert held < (7.0 if flash else 7.75)  # the blocked kernel takes the queries tiled to every head
+    assert held < 7.0  # both kernels take the queries at group width (the blocked one held 7.6 when it tiled them)
 
 
 @pytest.mark.parametrize("autocast", [False, True])

@@ -174,3 +174,26 @@ def test_training_takes_the_flash_path_only_where_it_pays_off(monkeypatch):
     expected = 8192 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 16384
     monkeypatch.undo()
     assert ca.FLASH_TRAIN_MIN_TOKENS == expected
+
+
+@pytest.mark.parametrize("keep", [1 << 27, 0], ids=["kept-probs", "recomputed"])
+@pytest.mark.parametrize("G", [1, 2])
+def test_query_groups_match_tiled_queries(monkeypatch, keep, G):
+    """q with G groups (head h reads group h mod G) gives the values of the tiled q, and the gradient of
+    each group is the sum of its heads' gradients."""
+    monkeypatch.setattr(ca, "QUERY_BLOCK", 16)
+    monkeypatch.setattr(ca, "KEEP_PROBS", keep)
+    monkeypatch.setattr(ca, "KEEP_RATIO", float("inf"))
+    (_, k, v, ss, sv), qc, kc = _case(2, 4, 70, 17, 8, 4, [0, 2])
+    qg = torch.randn(2, G, 70, 8, dtype=torch.float64, requires_grad=True)
+    tiled = qg.repeat(1, 4 // G, 1, 1)
+    inputs = (k, v, ss, sv)
+    out = ca.chunk_attention(qg, *inputs, qc, kc, 0.3)
+    ref = ca.chunk_attention(tiled, *inputs, qc, kc, 0.3)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, dense_reference(tiled, *inputs, qc, kc, 0.3), rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, (qg, *inputs), grad), torch.autograd.grad(ref, (qg, *inputs), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="query groups do not divide"):
+        ca.chunk_attention(torch.randn(2, 3, 70, 8, dtype=torch.float64), *inputs, qc, kc, 0.3)
