@@ -9,8 +9,9 @@ processed in blocks; each block only reads the keys some query in it can see, so
 skipped and nothing of size T x T (or T x C) is ever held. The backward recomputes the scores from
 the saved log-sum-exp (flash style), except on CPU when all the blocks' probabilities together fit in
 KEEP_PROBS elements and KEEP_RATIO per query element: then the forward keeps them and the backward
-skips one of its five matmuls and the exponentials (the recompute is a sixth of the time). Scores and
-softmax are float32 (float64 for float64 inputs).
+skips one of its five matmuls and the exponentials (the recompute is a sixth of the time); every other
+query-sized term of the backward, and the queries of grouped heads, are formed a block at a time. Scores
+and softmax are float32 (float64 for float64 inputs).
 """
 from __future__ import annotations
 
@@ -212,8 +213,9 @@ USE_FLASH = True  # RAT layers take aligned_chunk_attention where it applies (Fa
 # With gradients, the flash backward pays off on long sequences: on an AVX-512/AMX Xeon it was slower than the
 # blocked kernel at T = 1024 and 4096 and faster at 16384; on an AVX2 EPYC (fp32, A/B in one process) slower up to
 # 8192 (0.75 s against 0.69 s), level at 16384 (1.92 s against 1.93 s) and faster at 32768 (5.05 s against
-# 5.47 s). From 16384 tokens the blocked kernel also keeps probabilities (KEEP_PROBS) that double what a layer holds
-# for its backward, which the flash path never does. From this many tokens it trains; None: never.
+# 5.47 s). Both keep the queries at group width and the blocked one its probabilities only up to KEEP_RATIO per query
+# element, so a RAT layer's training peak is under attention's either way. From this many tokens it trains; None:
+# never.
 FLASH_TRAIN_MIN_TOKENS = 8192 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 16384
 
 
