@@ -6,8 +6,8 @@ tokens are split into blocks that are scanned in parallel, then the block carrie
 same way (recursively) and added back. When chunks are short and aligned, each chunk is one block
 and there are no carries at all.
 
-The backward is another scan of the same kind run in reverse (the adjoint recurrence), and saves
-only the inputs and the output.
+The backward is another scan of the same kind run in reverse (the adjoint recurrence), a slice of time
+at a time (SLICE_TOKENS), and saves only the inputs and the output.
 """
 from __future__ import annotations
 
@@ -229,6 +229,8 @@ class _GatedScan(torch.autograd.Function):
         g = torch.sigmoid(up(u)).to(x32.dtype)
         x1 = torch.sigmoid(-up(u)).to(x32.dtype) * x32  # (1 - g) x without cancellation near g = 1
         a = g if keep is None else g * keep
+        if a.shape[1] != x.shape[1]:  # one gate for every position
+            a = a.expand(a.shape[0], x.shape[1], *a.shape[2:])
         h = linear_scan(a, x1, None if h0 is None else h0.to(x32.dtype))
         ctx.save_for_backward(x, u, keep, h0, h)
         return h
@@ -238,22 +240,47 @@ class _GatedScan(torch.autograd.Function):
     def backward(ctx, dh):
         x, u, keep, h0, h = ctx.saved_tensors
         dh = up(dh)
-        g = torch.sigmoid(up(u)).to(dh.dtype)
-        one_minus_g = torch.sigmoid(-up(u)).to(dh.dtype)
-        a = g if keep is None else g * keep
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1)
-        r = linear_scan(a_next.flip(1), dh.flip(1)).flip(1)  # adjoint: r_t = dh_t + a_(t+1) r_(t+1)
-        first = h.new_zeros(h.shape[0], *h.shape[2:]) if h0 is None else h0.to(h.dtype).expand_as(h[:, 0])
-        prev = _shift_right(h, first)
-        if keep is not None:
-            prev = prev * keep
-        dx = (r * one_minus_g).to(x.dtype)
-        du = r * (prev - x.to(h.dtype)) * g * one_minus_g
-        du = du.sum_to_size(u.shape).to(u.dtype)
+        B, T = dh.shape[:2]
+        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        du = torch.empty(u.shape, dtype=u.dtype, device=u.device) if u.shape[1] > 1 else None
+        du_sum = None
+        # the adjoint r_t = dh_t + a_(t+1) r_(t+1), a slice of time at a time from the end, so that every
+        # (B, T, ...) term of the backward but dx and du lives a slice long
+        n = max(BLOCK, SLICE_TOKENS // max(1, B))
+        r_next = a_next = None  # r and a at the first position after the slice
+        for t0 in reversed(range(0, T, n)):
+            t1 = min(T, t0 + n)
+            ui = up(u[:, t0:t1] if u.shape[1] > 1 else u)
+            g = torch.sigmoid(ui).to(dh.dtype)
+            one_minus_g = torch.sigmoid(-ui).to(dh.dtype)
+            ki = None if keep is None else keep[:, t0:t1]
+            a = g if ki is None else g * ki
+            a = a.expand(a.shape[0], t1 - t0, *a.shape[2:]) if a.shape[1] != t1 - t0 else a
+            shifted = a[:, 1:] if a_next is None else torch.cat([a[:, 1:], a_next], 1)  # a_(t+1)
+            db = dh[:, t0:t1]
+            if a_next is None:  # the last slice: a_T = 0 ends the recurrence
+                shifted = torch.cat([shifted, torch.zeros_like(a[:, :1])], 1)
+            r = linear_scan(shifted.flip(1), db.flip(1), r_next).flip(1)
+            if t0 == 0:
+                first = h.new_zeros(h.shape[0], *h.shape[2:]) if h0 is None else h0.to(h.dtype).expand_as(h[:, 0])
+            else:
+                first = h[:, t0 - 1]
+            prev = _shift_right(h[:, t0:t1], first)
+            if ki is not None:
+                prev = prev * ki
+            dx[:, t0:t1] = r * one_minus_g
+            dui = r * (prev - x[:, t0:t1].to(h.dtype)) * g * one_minus_g
+            if u.shape[1] > 1:
+                du[:, t0:t1] = dui.sum_to_size(u[:, t0:t1].shape)
+            else:  # one gate for every position: the slices add up
+                part = dui.sum_to_size(u.shape)
+                du_sum = part if t1 == T else du_sum + part
+            r_next, a_next = r[:, 0], a[:, :1]
+        if u.shape[1] == 1:
+            du = du_sum.to(u.dtype)
         dh0 = None
         if h0 is not None and ctx.needs_input_grad[3]:
-            a0 = g[:, 0] if keep is None else g[:, 0] * keep[:, 0]
-            dh0 = (r[:, 0] * a0).sum_to_size(h0.shape).to(h0.dtype)
+            dh0 = (r_next * a_next[:, 0]).sum_to_size(h0.shape).to(h0.dtype)
         return dx, du, None, dh0
 
 

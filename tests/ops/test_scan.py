@@ -18,9 +18,19 @@ def _grads(out, inputs, seed=1):
     return [torch.zeros_like(t) if d is None else d for t, d in zip(inputs, grads)]
 
 
+@pytest.fixture(params=["one-slice", "slices-of-16"])
+def slices(request, monkeypatch):
+    """The backward in one slice of time, or in slices of 16 tokens (scan.SLICE_TOKENS)."""
+    from ratlm.ops import scan
+
+    if request.param != "one-slice":
+        monkeypatch.setattr(scan, "SLICE_TOKENS", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("T", [1, 5, 16, 37, 100, 300])
 @pytest.mark.parametrize("L", [None, 1, 4, 16, 100])
-def test_scan_matches_reference_values_and_grads(T, L):
+def test_scan_matches_reference_values_and_grads(T, L, slices):
     x, u = _inputs(2, T, (2, 6))
     x.requires_grad_(), u.requires_grad_()
     ref = naive_gated_scan(x, u, L)
@@ -41,7 +51,7 @@ def test_scan_float32_against_float64_reference(L):
 
 @pytest.mark.parametrize("start", [3, 16, [5, 0, 13]])
 @pytest.mark.parametrize("L", [None, 4, 16, 100])
-def test_scan_with_start_and_initial_state(start, L):
+def test_scan_with_start_and_initial_state(start, L, slices):
     B, T = 3, 41
     x, u = _inputs(B, T, (2, 5))
     h0 = torch.randn(B, 2, 5, dtype=torch.float64)
@@ -53,6 +63,19 @@ def test_scan_with_start_and_initial_state(start, L):
     out = gated_scan(x, u, L, start=st, initial=h0)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     for a, b in zip(_grads(out, [x, u, h0]), _grads(ref, [x, u, h0])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("L", [None, 4])
+def test_scan_gate_shared_over_time(L, slices):
+    """A gate broadcast over the positions (gate_logits (B, 1, ...)): its gradient sums every position's."""
+    x, u = _inputs(2, 70, (3,))
+    u = u[:, :1].clone().requires_grad_()  # (2, 1, 1): one gate per row
+    x.requires_grad_()
+    ref = naive_gated_scan(x, u, L)
+    out = gated_scan(x, u, L)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(_grads(out, [x, u]), _grads(ref, [x, u])):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
