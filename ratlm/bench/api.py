@@ -135,8 +135,10 @@ def layer(*, preset: str | None = None, mixers: Sequence[str] | None = None, len
     print(bl.table(results))
     for r in results:
         if r.ideal_ratio and r.length >= 1024:  # at short lengths fixed costs dominate
+            spread = (f"; single rounds {100 * min(r.of_ideal_rounds):.0f}-{100 * max(r.of_ideal_rounds):.0f}%"
+                      if len(r.of_ideal_rounds) > 1 else "")
             print(f"{r.mixer} {r.mode} at {r.length}: measured/ideal {r.ratio_vs_attention:.2f}x / "
-                  f"{r.ideal_ratio:.2f}x ({100 * r.of_ideal:.0f}%)")
+                  f"{r.ideal_ratio:.2f}x ({100 * r.of_ideal:.0f}%{spread})")
     return _save(out, "bench_layer", results, meta, bl.plot)
 
 

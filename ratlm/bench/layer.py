@@ -44,6 +44,7 @@ class Result:
     ratio_vs_attention: float | None = None  # attention time / this time
     ideal_ratio: float | None = None  # RAT rows: attention / (RNN + (attention - RNN) / L), same run
     of_ideal: float | None = None  # ratio_vs_attention / ideal_ratio
+    of_ideal_rounds: list = field(default_factory=list)  # of_ideal from each round of the interleaved repeats
     peak_bytes: int | None = None  # peak memory of the timed runs above their start (see memory_kind)
     memory_kind: str | None = None  # cuda_allocated | cpu_rss (ratlm.bench.system.PeakMemory)
     compile: bool = False
@@ -183,7 +184,18 @@ def run(mixers=None, lengths=None, modes=("train", "prefill", "decode"), hidden=
         if r.mixer.startswith("rat") and r.ratio_vs_attention:
             r.ideal_ratio = ideal_ratio(results, r.mode, r.length, int(r.mixer[3:]))
             r.of_ideal = r.ratio_vs_attention / r.ideal_ratio if r.ideal_ratio else None
+            if r.of_ideal:
+                r.of_ideal_rounds = rounds_of_ideal(results, r)
     return results
+
+
+def rounds_of_ideal(results, r):
+    """Measured / ideal of RAT row r in each round of the interleaved repeats (attention, RNN and r timed
+    back to back): how far a single round's figure can stray on this machine."""
+    get = {(x.mixer, x.mode, x.length): x.times_s for x in results}
+    att, rnn = get[("attention", r.mode, r.length)], get[("rnn", r.mode, r.length)]
+    L = int(r.mixer[3:])
+    return [(a / t) / (a / (n + max(a - n, 0.0) / L)) for a, n, t in zip(att, rnn, r.times_s)]
 
 
 def table(results):

@@ -211,3 +211,15 @@ def test_busy_cores_reads_proc_stat():
 
     busy = system.busy_cores(0.05)
     assert busy is None or 0 <= busy <= (__import__("os").cpu_count() or 1) + 1e-6
+
+
+def test_rounds_of_ideal_take_each_round_alone():
+    """Measured / ideal per round of the interleaved repeats: attention, RNN and RAT of round i together."""
+    from ratlm.bench.layer import Result, rounds_of_ideal
+
+    att = Result("attention", "train", 4096, 1, 2.0, [2.0, 4.0])
+    rnn = Result("rnn", "train", 4096, 1, 0.5, [0.5, 1.0])
+    rat = Result("rat16", "train", 4096, 1, 1.0, [1.0, 1.0])
+    got = rounds_of_ideal([att, rnn, rat], rat)
+    # round 0: 2 / 1 = 2x measured, ideal 2 / (0.5 + 1.5 / 16); round 1: 4x, ideal 4 / (1 + 3 / 16)
+    assert got == pytest.approx([2.0 / (2.0 / (0.5 + 1.5 / 16)), 4.0 / (4.0 / (1.0 + 3.0 / 16))])
