@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from ..layers import RAT, RNN, Attention, LayerCache, SlidingWindowAttention
 from ..layers.common import init_gate_bias
-from ..ops.dtypes import up
+from ..ops.dtypes import acc_dtype
 from .configuration_rat import RATConfig
 
 # transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`.
@@ -40,7 +40,7 @@ class RATRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):  # torch's rms_norm: the same arithmetic, one call (decode steps are many small calls)
-        acc = up(x).dtype
+        acc = acc_dtype(x.dtype)
         return nn.functional.rms_norm(x.to(acc), x.shape[-1:], self.weight.to(acc), self.eps).to(x.dtype)
 
 
