@@ -22,7 +22,7 @@ from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rat
 from ..ops.rope import rotate, rotate_rows
 from ..ops.scan import MAX_ALIGNED_CHUNK, gated_scan, kv_chunk_scan
-from .cache import ChunkCache, needs_graph, scatter_tokens
+from .cache import ChunkCache, scatter_tokens
 from .common import Mixer, detach_projection, gated_output, gather_rows, init_gate_bias
 
 NEVER = 1 << 60  # chunk index of an empty memory slot: no query ever sees it
@@ -163,12 +163,8 @@ class RAT(Mixer):
         if self.rope:
             qk = rotate_rows(qk, chunk if uniform else chunk[:, None], self.rope_theta)
         qk = qk.to(cache.keys.dtype)
-        if uniform and not needs_graph(cache.keys, qk):
-            cache.keys.select(2, chunk).copy_(qk[:, G:])
-            cache.values.select(2, chunk).copy_(h[:, 1].view(B, H, dh))
-        else:
-            cache.keys = scatter_tokens(cache.keys, chunk, qk[:, G:, None])
-            cache.values = scatter_tokens(cache.values, chunk, h[:, 1].view(B, H, 1, dh))
+        cache.keys = scatter_tokens(cache.keys, chunk, qk[:, G:, None])
+        cache.values = scatter_tokens(cache.values, chunk, h[:, 1].view(B, H, 1, dh))
         qr = qk[:, :G].repeat(1, H // G, 1).view(B, H, 1, dh)  # head h reads group h mod G
         mask = None if uniform else (torch.arange(n, device=x.device) <= chunk[:, None]).view(B, 1, 1, n)
         y = nn.functional.scaled_dot_product_attention(qr, cache.keys[:, :, :n], cache.values[:, :, :n],
