@@ -58,16 +58,17 @@ def rotate(x: torch.Tensor, positions: int | torch.Tensor, theta: float = 10000.
     if isinstance(positions, int):
         cos, sin = rope_table(positions + N, dh, theta, x.device, x.dtype)
         cos, sin = cos[positions:, None], sin[positions:, None]
-    else:
-        cos, sin = rope_table(int(positions.max()) + 1 if positions.numel() else 1, dh, theta, x.device, x.dtype)
-        cos, sin = cos[positions][..., None, :], sin[positions][..., None, :]
-    return torch.addcmul(x * cos, x.roll(dh // 2, -1), sin)
+        return torch.addcmul(x * cos, x.roll(dh // 2, -1), sin)
+    return rotate_rows(x, positions[..., None], theta)  # one position for the H vectors of each (..., N)
 
 
 def rotate_rows(x: torch.Tensor, position: int | torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
     """RoPE of vectors x (..., dh) all at one integer position (a python int), or at positions given by a
     tensor broadcastable to x.shape[:-1]. Same numbers as `rotate`, in fewer operators (decode steps)."""
     dh = x.shape[-1]
-    n = position + 1 if isinstance(position, int) else int(position.max()) + 1
+    if isinstance(position, int):
+        n = position + 1
+    else:
+        n = int(position.max()) + 1 if position.numel() else 1
     cos, sin = _tables(n, dh, theta, x.device, x.dtype)
     return torch.addcmul(x * cos[position], x.roll(dh // 2, -1), sin[position])
