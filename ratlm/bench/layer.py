@@ -195,7 +195,7 @@ def rounds_of_ideal(results, r):
     get = {(x.mixer, x.mode, x.length): x.times_s for x in results}
     att, rnn = get[("attention", r.mode, r.length)], get[("rnn", r.mode, r.length)]
     L = int(r.mixer[3:])
-    return [(a / t) / (a / (n + max(a - n, 0.0) / L)) for a, n, t in zip(att, rnn, r.times_s)]
+    return [(a / t) / limit(a, n, L) for a, n, t in zip(att, rnn, r.times_s)]
 
 
 def table(results):
@@ -262,4 +262,9 @@ def ideal_ratio(results, mode, length, L):
     att, rnn = get.get(("attention", mode, length)), get.get(("rnn", mode, length))
     if att is None or rnn is None:
         return None
+    return limit(att, rnn, L)
+
+
+def limit(att, rnn, L):
+    """attention / (RNN + (attention - RNN) / L) from the two times."""
     return att / (rnn + max(att - rnn, 0.0) / L)

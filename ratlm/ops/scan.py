@@ -256,11 +256,9 @@ class _GatedScan(torch.autograd.Function):
             ki = None if keep is None else keep[:, t0:t1]
             a = g if ki is None else g * ki
             a = a.expand(a.shape[0], t1 - t0, *a.shape[2:]) if a.shape[1] != t1 - t0 else a
-            shifted = a[:, 1:] if a_next is None else torch.cat([a[:, 1:], a_next], 1)  # a_(t+1)
-            db = dh[:, t0:t1]
-            if a_next is None:  # the last slice: a_T = 0 ends the recurrence
-                shifted = torch.cat([shifted, torch.zeros_like(a[:, :1])], 1)
-            r = linear_scan(shifted.flip(1), db.flip(1), r_next).flip(1)
+            after = torch.zeros_like(a[:, :1]) if a_next is None else a_next  # a_T = 0 ends the recurrence
+            shifted = torch.cat([a[:, 1:], after], 1)  # a_(t+1)
+            r = linear_scan(shifted.flip(1), dh[:, t0:t1].flip(1), r_next).flip(1)
             if t0 == 0:
                 first = h.new_zeros(h.shape[0], *h.shape[2:]) if h0 is None else h0.to(h.dtype).expand_as(h[:, 0])
             else:
