@@ -6,8 +6,10 @@ them; prompts are slices of the local corpus (the standard library's sources by 
 lengths in characters (= tokens with the byte tokenizer of the preset models), `new_tokens` each
 (`ignore_eos`, temperature 0), after `warmup` untimed requests to each target, one at a time.
 Reported: requests/s and output tokens/s over the wall time, time to first token and inter-token
-latency (p50, p99), the largest number of rows running at once (from /metrics), and the server's
-peak resident memory. `--compare` runs attention, RAT and the hybrids
+latency (p50, p99), the largest number of rows running at once (from /metrics), the server's
+peak resident memory, and (from the engine's counters in /metrics) the decode steps' own throughput:
+output tokens per second of engine time spent decoding, prefill excluded, as the paper's throughput
+runs time it. `--compare` runs attention, RAT and the hybrids
 of the same size one after another under the same load and `--cache-memory`, plus `transformers
 serve` when asked and available, with ratios against attention.
 """
@@ -48,7 +50,13 @@ class ServeResult:
     peak_rss_bytes: int | None
     prompt_chars: list[int] = field(default_factory=list)
     new_tokens: int = 0
+    # from the server's /metrics (ratlm serve only): tokens per second of engine time spent in each phase,
+    # decode = one output token per running row per decode step (the paper's throughput runs time decoding
+    # alone), prefill = prompt tokens
+    decode_tokens_per_s: float | None = None
+    prefill_tokens_per_s: float | None = None
     ratio_vs_attention: float | None = None
+    decode_ratio_vs_attention: float | None = None
     note: str = ""
     baseline_of: str | None = None  # set on a `generate_baseline` row: the served target it is the reference for
 
@@ -135,27 +143,49 @@ async def drive(url: str, model: str, prompts: list[str], new_tokens: int, concu
     return wall, ttfts, itls, sum(out_tokens), len(out_tokens), failed
 
 
+PHASE = re.compile(r'^ratlm_engine_(seconds|tokens)_total\{phase="(prefill|decode)"\} ([0-9.e+-]+)$', re.M)
+
+
 class Sampler:
-    """Polls /metrics (running rows) and the server's peak RSS while a load runs."""
+    """Polls /metrics (running rows) and the server's peak RSS while a load runs, and reads the engine's
+    time and tokens per phase before and after it."""
 
     def __init__(self, url, pid, api_key):
         self.url, self.pid, self.api_key = url, pid, api_key
         self.peak_running = None
+        self._phases = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
+    def _metrics(self):
         import httpx
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            return httpx.get(f"{self.url}/metrics", headers=headers, timeout=2).text
+        except Exception:  # noqa: BLE001 - a server without /metrics (transformers serve)
+            return ""
+
+    def _run(self):
         while not self._stop.wait(0.2):
-            try:
-                text = httpx.get(f"{self.url}/metrics", headers=headers, timeout=2).text
-            except Exception:  # noqa: BLE001 - a server without /metrics (transformers serve)
-                continue
-            m = re.search(r"^ratlm_requests_running ([0-9.e+]+)$", text, re.M)
+            m = re.search(r"^ratlm_requests_running ([0-9.e+]+)$", self._metrics(), re.M)
             if m:
                 self.peak_running = max(self.peak_running or 0, int(float(m.group(1))))
+
+    def _snapshot(self):
+        self._phases.append({(what, phase): float(v) for what, phase, v in PHASE.findall(self._metrics())})
+
+    def rate(self, phase):
+        """Tokens per second of engine time in `phase` during the load (None without the counters)."""
+        if len(self._phases) != 2:
+            return None
+        a, b = self._phases
+        try:
+            seconds = b["seconds", phase] - a.get(("seconds", phase), 0.0)
+            tokens = b["tokens", phase] - a.get(("tokens", phase), 0.0)
+        except KeyError:
+            return None
+        return tokens / seconds if seconds > 0 and tokens > 0 else None
 
     def peak_rss(self):
         if self.pid is None:
@@ -170,12 +200,14 @@ class Sampler:
         return None
 
     def __enter__(self):
+        self._snapshot()
         self._t.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join(5)
+        self._snapshot()
 
 
 # ------------------------------------------------------------------------------------ servers
@@ -287,7 +319,8 @@ def run_target(label, url, model_name, proc, prompts_for, new_tokens, concurrenc
             requests_per_s=done / wall, output_tokens_per_s=out_tok / wall,
             ttft_p50_s=pct(ttfts, 50), ttft_p99_s=pct(ttfts, 99), itl_p50_s=pct(itls, 50), itl_p99_s=pct(itls, 99),
             peak_running=sampler.peak_running, peak_rss_bytes=sampler.peak_rss(),
-            prompt_chars=[len(p) for p in prompts], new_tokens=new_tokens))
+            prompt_chars=[len(p) for p in prompts], new_tokens=new_tokens,
+            decode_tokens_per_s=sampler.rate("decode"), prefill_tokens_per_s=sampler.rate("prefill")))
         if progress:
             progress(results[-1])
     return results
@@ -334,10 +367,12 @@ def generate_baseline(label, folder, prompts, new_tokens, device, dtype, progres
 
 
 def add_ratios(results):
-    base = {r.concurrency: r.output_tokens_per_s for r in results if r.target == "attention"}
+    att = {r.concurrency: r for r in results if r.target == "attention"}
     for r in results:
-        b = None if r.baseline_of else base.get(r.concurrency)
-        r.ratio_vs_attention = r.output_tokens_per_s / b if b else None
+        b = None if r.baseline_of else att.get(r.concurrency)
+        r.ratio_vs_attention = r.output_tokens_per_s / b.output_tokens_per_s if b else None
+        if b and r.decode_tokens_per_s and b.decode_tokens_per_s:
+            r.decode_ratio_vs_attention = r.decode_tokens_per_s / b.decode_tokens_per_s
 
 
 def one_client(results):
@@ -357,7 +392,8 @@ def one_client(results):
 def table(results):
     w = max([16] + [len(r.target) + 1 for r in results])
     head = (f"{'target':<{w}}{'conc':>5}{'done':>6}{'fail':>5}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}"
-            f"{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'rows':>6}{'peak RSS':>10}{'vs attn':>9}")
+            f"{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'rows':>6}{'peak RSS':>10}{'vs attn':>9}"
+            f"{'decode tok/s':>13}{'vs attn':>9}")
     lines = [head]
 
     def ms(x):
@@ -366,9 +402,12 @@ def table(results):
     for r in results:
         rss = f"{r.peak_rss_bytes / 2**20:.0f}MiB" if r.peak_rss_bytes else "-"
         ratio = f"{r.ratio_vs_attention:.2f}x" if r.ratio_vs_attention else "-"
+        dec = f"{r.decode_tokens_per_s:.1f}" if r.decode_tokens_per_s else "-"
+        dec_ratio = f"{r.decode_ratio_vs_attention:.2f}x" if r.decode_ratio_vs_attention else "-"
         lines.append(f"{r.target:<{w}}{r.concurrency:>5}{r.completed:>6}{r.failed:>5}{r.requests_per_s:>8.2f}"
                      f"{r.output_tokens_per_s:>11.1f}{ms(r.ttft_p50_s):>10}{ms(r.ttft_p99_s):>10}"
-                     f"{ms(r.itl_p50_s):>9}{ms(r.itl_p99_s):>9}{r.peak_running or '-':>6}{rss:>10}{ratio:>9}")
+                     f"{ms(r.itl_p50_s):>9}{ms(r.itl_p99_s):>9}{r.peak_running or '-':>6}{rss:>10}{ratio:>9}"
+                     f"{dec:>13}{dec_ratio:>9}")
     return "\n".join(lines)
 
 
@@ -472,11 +511,12 @@ def wait_transformers(url, proc, timeout=300):
     raise RuntimeError(f"no answer after {timeout} s")
 
 
-def summary_ratios(results):
-    """Mean over concurrencies of each target's output tokens/s ratio against attention."""
+def summary_ratios(results, field="ratio_vs_attention"):
+    """Mean over concurrencies of each target's ratio against attention (output tokens/s, or with
+    field="decode_ratio_vs_attention" the decode steps' tokens/s)."""
     out = {}
     for t in dict.fromkeys(r.target for r in results):
-        rs = [r.ratio_vs_attention for r in results if r.target == t and r.ratio_vs_attention]
+        rs = [getattr(r, field) for r in results if r.target == t and getattr(r, field)]
         if rs:
             out[t] = statistics.mean(rs)
     return out

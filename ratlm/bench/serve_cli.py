@@ -94,9 +94,11 @@ def _run(args):
     print(f"# {meta['device_name']}, torch {meta['torch']}, {args.size} models, prompts {args.prompt_len} chars, "
           f"{args.new_tokens} new tokens, {limit}")
     print(bs.table(results))
+    decode = bs.summary_ratios(results, "decode_ratio_vs_attention")
     for name, ratio in bs.summary_ratios(results).items():
         if name != "attention":
-            print(f"{name}: {ratio:.2f}x attention's output tokens/s (mean over concurrencies)")
+            also = (f"; decode steps alone (prefill excluded): {decode[name]:.2f}x" if name in decode else "")
+            print(f"{name}: {ratio:.2f}x attention's output tokens/s (mean over concurrencies){also}")
     for line in bs.one_client(results):
         print(line)
     for note in notes:

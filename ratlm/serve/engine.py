@@ -143,6 +143,10 @@ class Engine:
         self.draining = False
         self.generated_tokens = 0
         self.steps = 0
+        # time inside steps and tokens processed, by phase: "prefill" (prompt tokens, with each request's
+        # first token) and "decode" (one output token per running row per step)
+        self.phase_seconds = {"prefill": 0.0, "decode": 0.0}
+        self.phase_tokens = {"prefill": 0, "decode": 0}
         self._thread = None
         self._stop = False
         self._cancel_pending = False
@@ -243,13 +247,26 @@ class Engine:
             self._report()
             return bool(admitted)
         self.steps += 1
-        joined = self._prefill()
+        t0 = time.perf_counter()
+        joined, n_prompt = self._prefill()
         if joined:
             self._join(joined)
-        if self.rows:
+        t1 = time.perf_counter()
+        n_rows = len(self.rows)
+        if n_rows:
             self._decode()
+        t2 = time.perf_counter()
+        self._phase("prefill", t1 - t0, n_prompt)
+        self._phase("decode", t2 - t1, n_rows)
         self._report()
         return True
+
+    def _phase(self, phase, seconds, tokens):
+        if tokens:
+            self.phase_seconds[phase] += seconds
+            self.phase_tokens[phase] += tokens
+            if self.metrics is not None:
+                self.metrics.add_phase(phase, seconds, tokens)
 
     def _admit(self):
         admitted = []
@@ -304,6 +321,8 @@ class Engine:
             self.cache.keep_rows(torch.tensor(keep, dtype=torch.long, device=self.device))
 
     def _prefill(self):
+        """Prefill up to `prefill_chunk` prompt tokens; returns (requests whose prefill ended and which
+        go on to decode, prompt tokens processed)."""
         budget = self.prefill_chunk
         joined = []
         for req in list(self.prefilling):
@@ -324,7 +343,7 @@ class Engine:
                 token = self._choose_one(req, out.logits[0, -1].float())
                 if not self._emit(req, token, out.logits[0, -1]):
                     joined.append(req)
-        return joined
+        return joined, self.prefill_chunk - budget
 
     def _join(self, joined):
         for req in joined:

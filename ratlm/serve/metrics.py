@@ -23,6 +23,11 @@ class Metrics:
                                   "admission by --max-running)", registry=r)
         self.ttft = Histogram("ratlm_time_to_first_token_seconds", "arrival to first output token",
                               buckets=LATENCY_BUCKETS, registry=r)
+        self.step_seconds = Counter("ratlm_engine_seconds", "engine time spent prefilling prompts and in decode "
+                                    "steps", ["phase"], registry=r)
+        self.step_tokens = Counter("ratlm_engine_tokens", "tokens processed: prompt tokens prefilled, output "
+                                   "tokens of decode steps (a request's first token comes from its prefill)",
+                                   ["phase"], registry=r)
         self.itl = Histogram("ratlm_inter_token_latency_seconds", "time between a request's output tokens",
                              buckets=LATENCY_BUCKETS, registry=r)
 
@@ -38,6 +43,11 @@ class Metrics:
 
     def observe_itl(self, seconds: float) -> None:
         self.itl.observe(seconds)
+
+    def add_phase(self, phase: str, seconds: float, tokens: int) -> None:
+        """`phase` ("prefill" or "decode") took `seconds` of one engine step for `tokens` tokens."""
+        self.step_seconds.labels(phase).inc(seconds)
+        self.step_tokens.labels(phase).inc(tokens)
 
     def add_tokens(self, n: int) -> None:
         self.tokens.inc(n)

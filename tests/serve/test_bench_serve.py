@@ -26,9 +26,12 @@ def test_bench_serve_starts_a_server_and_reports(tmp_path, capsys):
         assert r["ttft_p50_s"] > 0 and r["itl_p50_s"] > 0
         assert all(16 <= n <= 40 for n in r["prompt_chars"])
     assert rows[0]["peak_rss_bytes"] > 0 and rows[0]["baseline_of"] is None
+    # the decode steps' own throughput, from the server's counters (none for the run without a server)
+    assert rows[0]["decode_tokens_per_s"] > 0 and rows[0]["prefill_tokens_per_s"] > 0
+    assert rows[2]["decode_tokens_per_s"] is None
     # the reference row: the same model without a server, 3 prompts x 4 tokens (3 gaps each)
     assert rows[2]["baseline_of"] == "rat" and rows[2]["peak_rss_bytes"] is None
-    assert "out tok/s" in text and data["meta"]["limit"] == "--cache-memory 16MiB"
+    assert "out tok/s" in text and "decode tok/s" in text and data["meta"]["limit"] == "--cache-memory 16MiB"
     assert "rat, one client: first token" in text and "without a server" in text
 
 
@@ -44,6 +47,22 @@ def test_bench_serve_url(tmp_path, capsys):
         assert finished == 4 + 1  # the timed requests and the warm-up one
     rows = json.loads((out / "bench_serve.json").read_text())["results"]
     assert rows[0]["completed"] == 4 and rows[0]["failed"] == 0 and rows[0]["peak_rss_bytes"] is None
+    assert rows[0]["decode_tokens_per_s"] > 0  # read through --api-key
+
+
+def test_decode_ratios_and_summary():
+    from ratlm.bench.serve import ServeResult, add_ratios, summary_ratios
+
+    def row(target, c, out, dec):
+        return ServeResult(target, c, 4, 4, 0, 1.0, 4.0, out, None, None, None, None, None, None,
+                           decode_tokens_per_s=dec)
+
+    rows = [row("attention", 1, 10.0, 20.0), row("rat", 1, 25.0, 100.0), row("attention", 4, 10.0, None),
+            row("rat", 4, 35.0, 90.0)]
+    add_ratios(rows)
+    assert [r.ratio_vs_attention for r in rows] == [1.0, 2.5, 1.0, 3.5]
+    assert [r.decode_ratio_vs_attention for r in rows] == [1.0, 5.0, None, None]
+    assert summary_ratios(rows)["rat"] == 3.0 and summary_ratios(rows, "decode_ratio_vs_attention")["rat"] == 5.0
 
 
 def test_bench_serve_errors(capsys):

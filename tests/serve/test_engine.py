@@ -84,6 +84,26 @@ def test_admission_by_memory_and_queue_bound():
     assert engine.reserved == 0
 
 
+def test_time_and_tokens_by_phase():
+    """The engine counts prompt tokens prefilled and output tokens of decode steps (a request's first
+    token comes from its prefill), and the time of each phase, in itself and in its metrics."""
+    from ratlm.serve.metrics import Metrics
+
+    model, tok, metrics = tiny_model("rat"), byte_tokenizer(), Metrics()
+    engine = Engine(model, tok, max_running=2, prefill_chunk=7, max_model_len=512, metrics=metrics)
+    prompts = [[65] * 5, [66] * 12, [67] * 3]
+    reqs = engine.generate(prompts, SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))
+    assert engine.phase_tokens == {"prefill": 20, "decode": sum(len(r.output_ids) - 1 for r in reqs)}
+    assert engine.phase_tokens["decode"] == 3 * 5
+    assert all(s > 0 for s in engine.phase_seconds.values())
+    for phase in ("prefill", "decode"):
+        assert metrics.step_tokens.labels(phase)._value.get() == engine.phase_tokens[phase]
+        assert metrics.step_seconds.labels(phase)._value.get() == pytest.approx(engine.phase_seconds[phase])
+    text = metrics.exposition().decode()
+    assert 'ratlm_engine_tokens_total{phase="prefill"} 20.0' in text
+    assert 'ratlm_engine_seconds_total{phase="decode"}' in text
+
+
 def test_cancel_frees_the_row_at_the_next_step():
     model, tok = tiny_model("rat"), byte_tokenizer()
     engine = Engine(model, tok, max_running=4, max_model_len=512)
