@@ -127,6 +127,28 @@ def load_tokenizer(name: str | None, model: Any = None, model_path: str | None =
     return tok
 
 
+def pack_for_cpu(model, notes: list | None = None, free: int | None = None) -> bool:
+    """Mark the linear layers of `model` for packed weights in CPU inference (`ratlm.ops.linear`: faster
+    decode steps, at the cost of a second copy of those weights), unless that copy would take more than
+    half of the free memory (`free` bytes; default: what the system reports), in which case a note says
+    so. Returns whether they were marked."""
+    from .layers.common import Linear, pack_linears
+    from .ops.linear import can_pack, packing_enabled
+    from .train.memory import available
+
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    if not linears or not packing_enabled() or not can_pack(linears[0].weight.dtype):
+        return False
+    size = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+    free = available(torch.device("cpu")) if free is None else free
+    if free is not None and size > free // 2:
+        if notes is not None:
+            notes.append(f"linear weights not packed for faster CPU decoding: the packed copy ({size / 2**30:.1f} "
+                         "GiB) would take more than half of the free memory")
+        return False
+    return pack_linears(model) > 0
+
+
 class Loaded(NamedTuple):
     model: Any
     tokenizer: Any
@@ -136,10 +158,13 @@ class Loaded(NamedTuple):
 def load(path: str, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
          tokenizer: str | None = None, official: dict | None = None) -> Loaded:
     """Model + tokenizer for a command: device and dtype chosen (see pick_device / pick_dtype), notes for
-    the user collected (print them once everything is checked)."""
+    the user collected (print them once everything is checked). The model is for inference: on the CPU
+    its linear layers are marked for packed weights (`pack_for_cpu`)."""
     notes: list = []
     device = pick_device(device)
     model = load_model(path, device, pick_dtype(dtype, device), official, notes)
+    if device.type == "cpu":
+        pack_for_cpu(model, notes)
     tok = load_tokenizer(tokenizer, model, path, notes)
     note = bf16_note(device, dtype)
     if note:

@@ -4,7 +4,9 @@ import torch
 
 from ratlm import RATConfig, RATForCausalLM
 from ratlm.errors import UserError
-from ratlm.runtime import load, pick_device, pick_dtype
+from ratlm.layers.common import Linear
+from ratlm.ops.linear import can_pack
+from ratlm.runtime import load, pack_for_cpu, pick_device, pick_dtype
 
 
 def _model_dir(tmp_path, vocab=259, tokenizer=False):
@@ -39,6 +41,19 @@ def test_load_directory_with_and_without_tokenizer(tmp_path):
     assert len(tok) == 259 and "byte-level tokenizer" in notes[0]
     model, tok, notes = load(_model_dir(tmp_path / "b", tokenizer=True))
     assert model.dtype == torch.float32 and notes == []
+    # a model loaded on the CPU is marked for packed linear weights (ratlm.ops.linear)
+    packs = can_pack(torch.float32)  # (a torch build without oneDNN cannot)
+    assert all(m.pack == packs for m in model.modules() if isinstance(m, Linear))
+
+
+@pytest.mark.skipif(not can_pack(torch.float32), reason="this torch build cannot pack weights")
+def test_packing_only_where_the_copy_fits(tmp_path):
+    model = RATForCausalLM.from_pretrained(_model_dir(tmp_path))
+    size = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, Linear))
+    notes = []
+    assert not pack_for_cpu(model, notes, free=2 * size - 8)
+    assert not model.lm_head.pack and "would take more than half of the free memory" in notes[0]
+    assert pack_for_cpu(model, notes, free=2 * size) and model.lm_head.pack and len(notes) == 1
 
 
 def test_load_errors_are_one_line(tmp_path):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..layers.common import pack_linears
 from ..models import RATConfig, RATForCausalLM, decode_state_bytes
 from ..models.presets import preset_kwargs
 from .system import now
@@ -45,7 +46,9 @@ class GenResult:
 def build_model(variant, size, device, dtype, **overrides):
     cfg = RATConfig(**preset_kwargs(f"{variant}-{size}", **overrides))
     torch.manual_seed(0)
-    return RATForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+    model = RATForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+    pack_linears(model)  # as `ratlm generate` and `ratlm serve` load models (used on the CPU only)
+    return model
 
 
 def _sync(device):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..layers import RAT, RNN, Attention, SlidingWindowAttention
+from ..layers.common import pack_linears
 from .system import PeakMemory, cpu_summary, now
 
 DECODE_STEPS = 16
@@ -113,6 +114,8 @@ def _time_once(fn, device):
 def _workload(layer, kind, opts, mode, B, T, hidden, heads, qk_groups, dt, device, steps, compile):
     """(the function to time, its FLOPs, the decode cache bytes or None) for one measurement."""
     x = torch.randn(B, T, hidden, device=device, dtype=dt)
+    if not compile:  # prefill and decode as the inference commands run them (packed weights on the CPU)
+        pack_linears(layer)
     fwd = torch.compile(layer) if compile else layer
     if mode == "train":
         x.requires_grad_(True)

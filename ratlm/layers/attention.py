@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..ops.naive import naive_attention
 from ..ops.rope import rotate
 from .cache import KVCache, WindowCache, scatter_tokens
-from .common import Mixer
+from .common import Linear, Mixer
 
 
 class Attention(Mixer):
@@ -24,8 +23,8 @@ class Attention(Mixer):
         super().__init__(hidden_size, num_heads, backend)
         self.set_position_encoding(position_encoding, rope_theta)
         D = hidden_size
-        self.in_proj = nn.Linear(D, 3 * D, bias=False)
-        self.out_proj = nn.Linear(D, D, bias=False)
+        self.in_proj = Linear(D, 3 * D, bias=False)
+        self.out_proj = Linear(D, D, bias=False)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, position_encoding={'rope' if self.rope else 'nope'}"

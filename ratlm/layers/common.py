@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..ops import linear as packing
 from ..ops.chunk_attention import needs_grad
 from ..ops.dtypes import autocast_off, up
 
@@ -32,6 +33,49 @@ def flex_available() -> bool:
     except Exception:  # pragma: no cover - old torch
         return False
     return True
+
+
+class Linear(nn.Linear):
+    """nn.Linear that, once `pack_linears` has marked it, runs calls without gradients on the CPU through
+    oneDNN with a packed copy of its weight (`ratlm.ops.linear`); everything else, training included,
+    is nn.Linear's. The copy is made at the first such call and made again when the weight changes
+    (in place, moved, or converted)."""
+
+    pack = False
+    _packed: tuple | None = None  # (key of the weight it was made from, packed weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pack and x.device.type == "cpu" and not torch.is_grad_enabled() and x.dtype == self.weight.dtype \
+                and not torch.is_autocast_enabled("cpu") and packing.can_pack(x.dtype):
+            w = self.weight
+            key = (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
+            if self._packed is None or self._packed[0] != key:
+                self._packed = (key, packing.pack_weight(w))
+            return packing.packed_linear(x, self._packed[1], self.bias)
+        return super().forward(x)
+
+    def unpack(self) -> None:
+        self.pack, self._packed = False, None
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Mark every `Linear` of `model` for packed CPU inference (see `Linear`); returns how many were marked
+    (0 when RATLM_PACK_WEIGHTS=0). Each keeps a second copy of its weight once used; `unpack_linears`
+    drops them."""
+    if not packing.packing_enabled():
+        return 0
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Linear):
+            m.pack = True
+            n += 1
+    return n
+
+
+def unpack_linears(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, Linear):
+            m.unpack()
 
 
 def compact(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ from ..ops.naive import naive_rat
 from ..ops.rope import rotate, rotate_rows
 from ..ops.scan import MAX_ALIGNED_CHUNK, gated_scan, kv_chunk_scan
 from .cache import ChunkCache, scatter_tokens
-from .common import Mixer, detach_projection, gated_output, gather_rows, init_gate_bias
+from .common import Linear, Mixer, detach_projection, gated_output, gather_rows, init_gate_bias
 
 NEVER = 1 << 60  # chunk index of an empty memory slot: no query ever sees it
 
@@ -42,9 +42,9 @@ class RAT(Mixer):
         self.set_position_encoding(position_encoding, rope_theta)
         self.qk_dim = qk_groups * self.head_dim
         D = hidden_size
-        self.in_proj = nn.Linear(D, 3 * D + 2 * self.qk_dim, bias=False)
+        self.in_proj = Linear(D, 3 * D + 2 * self.qk_dim, bias=False)
         self.gate_bias = nn.Parameter(torch.zeros(D))
-        self.out_proj = nn.Linear(D, D, bias=False)
+        self.out_proj = Linear(D, D, bias=False)
         init_gate_bias(self.gate_bias, chunk_size)
 
     def extra_repr(self) -> str:

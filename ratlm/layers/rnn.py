@@ -12,7 +12,7 @@ from ..ops.dtypes import acc_dtype, up
 from ..ops.naive import naive_rnn
 from ..ops.scan import gated_scan
 from .cache import RNNCache
-from .common import Mixer, detach_projection, gated_output, gather_rows, init_gate_bias
+from .common import Linear, Mixer, detach_projection, gated_output, gather_rows, init_gate_bias
 
 
 class RNN(Mixer):
@@ -22,9 +22,9 @@ class RNN(Mixer):
         super().__init__(hidden_size, 1, backend)
         D = hidden_size
         self.gate_span = gate_span
-        self.in_proj = nn.Linear(D, 3 * D, bias=False)
+        self.in_proj = Linear(D, 3 * D, bias=False)
         self.gate_bias = nn.Parameter(torch.zeros(D))
-        self.out_proj = nn.Linear(D, D, bias=False)
+        self.out_proj = Linear(D, D, bias=False)
         init_gate_bias(self.gate_bias, gate_span)
 
     def extra_repr(self) -> str:

@@ -23,7 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ..layers import RAT, RNN, Attention, LayerCache, SlidingWindowAttention
-from ..layers.common import init_gate_bias
+from ..layers.common import Linear, init_gate_bias
 from ..ops.dtypes import acc_dtype
 from .configuration_rat import RATConfig
 
@@ -47,9 +47,9 @@ class RATRMSNorm(nn.Module):
 class RATMLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.fc1 = Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.act = ACT2FN[config.hidden_act]
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.fc2 = Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
@@ -340,7 +340,7 @@ class RATForCausalLM(RATPreTrainedModel, GenerationMixin):
     def __init__(self, config: RATConfig):
         super().__init__(config)
         self.model = RATModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     def make_cache(self, batch_size: int, max_length: int | None = None, device: torch.device | str | None = None,
