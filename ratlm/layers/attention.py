@@ -145,16 +145,24 @@ class SlidingWindowAttention(Attention):
         return self._out(y)
 
     def _step(self, x, cache, active):
-        if active is not None or not cache.uniform:
-            return self._prefill(x, cache, None if active is None else active.long())
-        # every row at position p: write the new pair into its slot, then read the ring
-        p, n = cache.max_seen, self.window + 1
+        if active is not None:
+            return self._prefill(x, cache, active.long())
+        # each row at its position p: write the new pair into slot p mod (W + 1), then read the ring, whose
+        # slots all hold positions p - W .. p once full; before that, slot j holds a token iff j <= p
+        n = self.window + 1
         v, q, k = self._project(x)
+        filled = min(cache.max_seen + 1, n)
+        if cache.uniform:
+            p, mask = cache.max_seen, None
+        else:
+            p = cache.seen[:, None]  # (B, 1)
+            mask = (torch.arange(filled, device=x.device) <= p)[:, None, None]  # (B, 1, 1, filled)
         q, k = self._rotate(q, p), self._rotate(k, p)
-        cache.keys = scatter_tokens(cache.keys, p % n, k.transpose(1, 2))
-        cache.values = scatter_tokens(cache.values, p % n, v.transpose(1, 2))
-        filled = min(p + 1, n)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), cache.keys[:, :, :filled], cache.values[:, :, :filled])
+        slot = p % n if cache.uniform else p[:, 0] % n
+        cache.keys = scatter_tokens(cache.keys, slot, k.transpose(1, 2))
+        cache.values = scatter_tokens(cache.values, slot, v.transpose(1, 2))
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), cache.keys[:, :, :filled], cache.values[:, :, :filled],
+                                           attn_mask=mask)
         cache.advance(None, 1)
         return self._out(y)
 

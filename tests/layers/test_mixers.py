@@ -149,3 +149,31 @@ def test_rat_gradients_through_either_attention_kernel(flash, monkeypatch):
         torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
         for a, b in zip(torch.autograd.grad(out, [x, *params], g), torch.autograd.grad(ref, [x, *params], g)):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_window_decode_steps_of_rows_at_different_positions(monkeypatch):
+    """The sliding window's decode step with every row at its own position (a serving batch) runs in the
+    step itself, not through the prefill path, and matches each row alone: rings empty, partly filled,
+    just full and wrapped around."""
+    m = make("window", window=4)
+    lens = [1, 3, 4, 5, 11]
+    B, T = len(lens), max(lens)
+    rows = [_x(1, n, seed=20 + i) for i, n in enumerate(lens)]
+    x = torch.zeros(B, T, 32, dtype=torch.float64)
+    mask = torch.zeros(B, T, dtype=torch.long)
+    for b, n in enumerate(lens):
+        x[b, T - n:] = rows[b][0]
+        mask[b, T - n:] = 1
+    cache = m.init_cache(B)
+    m(x, cache=cache, attention_mask=mask)
+    assert not cache.uniform
+    ext = _x(B, 7, seed=98)
+
+    def no_prefill(*a, **k):
+        raise AssertionError("a decode step went through the prefill path")
+
+    monkeypatch.setattr(m, "_prefill", no_prefill)
+    y = torch.cat([m(ext[:, i:i + 1], cache=cache) for i in range(7)], 1)
+    for b, n in enumerate(lens):
+        want = make("window", window=4)(torch.cat([rows[b], ext[b:b + 1]], 1))[0, n:]
+        torch.testing.assert_close(y[b], want, rtol=1e-10, atol=1e-12)
