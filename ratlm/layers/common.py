@@ -36,17 +36,18 @@ def flex_available() -> bool:
 
 
 class Linear(nn.Linear):
-    """nn.Linear that, once `pack_linears` has marked it, runs calls without gradients on the CPU through
-    oneDNN with a packed copy of its weight (`ratlm.ops.linear`); everything else, training included,
-    is nn.Linear's. The copy is made at the first such call and made again when the weight changes
-    (in place, moved, or converted)."""
+    """nn.Linear that, once `pack_linears` has marked it, runs calls of more than one row without gradients
+    on the CPU through oneDNN with a packed copy of its weight (`ratlm.ops.linear`); everything else,
+    training and single rows (MKL's matrix-vector product does not repack) included, is nn.Linear's. The
+    copy is made at the first such call and made again when the weight changes (in place, moved, or
+    converted)."""
 
     pack = False
     _packed: tuple | None = None  # (key of the weight it was made from, packed weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pack and x.device.type == "cpu" and not torch.is_grad_enabled() and x.dtype == self.weight.dtype \
-                and not torch.is_autocast_enabled("cpu") and packing.can_pack(x.dtype):
+                and x.numel() > x.shape[-1] and not torch.is_autocast_enabled("cpu") and packing.can_pack(x.dtype):
             w = self.weight
             key = (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
             if self._packed is None or self._packed[0] != key:

@@ -1,9 +1,10 @@
 """Linear layers for CPU inference through oneDNN, with the weight packed once.
 
 PyTorch's CPU `nn.Linear` calls MKL's GEMM, which rearranges ("packs") the whole weight on every call.
-For the few rows of a decode step (1 to a few dozen tokens) that rearrangement costs as much as the
-product: on an AMD EPYC (AVX2, 2 threads) a 512 x 1792 weight took 300-350 us at 8 rows through MKL and
-150-210 us with the weight packed once for oneDNN (`docs/PERFORMANCE.md`). The packed copy is a second
+For the few rows of a batched decode step (2 to a few dozen tokens) that rearrangement costs as much as
+the product: on an AMD EPYC (AVX2, 2 threads) a 512 x 1792 weight took 300-350 us at 8 rows through MKL
+and 150-210 us with the weight packed once for oneDNN (`docs/PERFORMANCE.md`). A single row goes
+through MKL's matrix-vector product, which does not repack, and gains nothing. The packed copy is a second
 copy of the weight, so it is made only for models that ask (`ratlm.layers.common.pack_linears`), and
 used only without gradients, on the CPU, outside autocast, in a dtype this CPU's oneDNN packs (float32
 everywhere; bfloat16 only with AVX512-BF16/AVX-NE-CONVERT).
