@@ -418,25 +418,47 @@ def plot(results, png, meta):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for target in dict.fromkeys(r.target for r in results):
-        rs = [r for r in results if r.target == target]
-        xs = [r.concurrency for r in rs]
-        axes[0].plot(xs, [r.output_tokens_per_s for r in rs], marker="o", label=target)
-        axes[1].plot(xs, [1e3 * (r.ttft_p50_s or float("nan")) for r in rs], marker="o", label=target)
+    targets = list(dict.fromkeys(r.target for r in results))
+    if len({r.concurrency for r in results}) == 1:  # one load: bars per target (lines would be single dots)
+        _bars(axes, targets, results)
+    else:
+        for target in targets:
+            rs = [r for r in results if r.target == target]
+            xs = [r.concurrency for r in rs]
+            axes[0].plot(xs, [r.output_tokens_per_s for r in rs], marker="o", label=target)
+            axes[1].plot(xs, [1e3 * (r.ttft_p50_s or float("nan")) for r in rs], marker="o", label=target)
+        for ax in axes:
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent clients")
+            ax.legend(fontsize=8)
     axes[0].set_ylabel("output tokens / s")
     axes[0].set_title("throughput")
     axes[1].set_ylabel("time to first token, p50 (ms)")
     axes[1].set_yscale("log")
     axes[1].set_title("latency")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrent clients")
-        ax.legend(fontsize=8)
     fig.suptitle(f"ratlm bench serve: prompts {meta['prompt_len']} chars, {meta['new_tokens']} new tokens, "
                  f"{meta.get('limit', '')}, {meta['device_name']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
+
+
+def _bars(axes, targets, results):
+    """One load (a single concurrency): output tokens/s over the wall time and, where the server reported
+    them, the decode steps' tokens/s, side by side per target; time to first token per target."""
+    xs = range(len(targets))
+    by = {r.target: r for r in results}
+    decode = any(by[t].decode_tokens_per_s for t in targets)
+    w = 0.4 if decode else 0.8
+    axes[0].bar([x - w / 2 if decode else x for x in xs], [by[t].output_tokens_per_s for t in targets], w,
+                label="end to end")
+    if decode:
+        axes[0].bar([x + w / 2 for x in xs], [by[t].decode_tokens_per_s or 0 for t in targets], w,
+                    label="decode steps alone")
+        axes[0].legend(fontsize=8)
+    axes[1].bar(list(xs), [1e3 * (by[t].ttft_p50_s or float("nan")) for t in targets], 0.6)
+    for ax in axes:
+        ax.set_xticks(list(xs), [f"{t}\n({by[t].concurrency} clients)" for t in targets], fontsize=8)
 
 
 def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, requests, cache_memory, max_running,

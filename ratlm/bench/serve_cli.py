@@ -16,7 +16,8 @@ def register(bsub, common):
                     "the local corpus. Reports requests/s, output tokens/s, TTFT and inter-token latency p50/p99, the "
                     "peak number of running rows and the server's peak memory. --compare serves attention, RAT and "
                     "the hybrids of the same size one after another under the same load and --cache-memory, with "
-                    "ratios against attention. Writes JSON and a PNG of throughput against concurrency.")
+                    "ratios against attention. Writes JSON and a PNG of throughput against concurrency (bars per "
+                    "target for a single concurrency: end to end and decode steps alone).")
     s.add_argument("--url", help="an already running server (its model: the first of --variants)")
     s.add_argument("--model", metavar="DIR", help="serve this model directory instead of random-weight presets")
     s.add_argument("--variants", type=csv_list(str), help="presets to serve one after another (default: rat)")

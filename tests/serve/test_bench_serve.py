@@ -65,6 +65,29 @@ def test_decode_ratios_and_summary():
     assert summary_ratios(rows)["rat"] == 3.0 and summary_ratios(rows, "decode_ratio_vs_attention")["rat"] == 5.0
 
 
+def test_plot_of_one_load_draws_bars(tmp_path, monkeypatch):
+    """A single concurrency level gives bars per target (end to end and decode steps), several give lines."""
+    import matplotlib.axes
+
+    from ratlm.bench.serve import ServeResult, plot
+
+    def row(target, c, out, dec):
+        return ServeResult(target, c, 4, 4, 0, 1.0, 4.0, out, 0.5, 0.6, 0.01, 0.02, 2, None,
+                           decode_tokens_per_s=dec)
+
+    calls = []
+    for kind in ("bar", "plot"):
+        real = getattr(matplotlib.axes.Axes, kind)
+        monkeypatch.setattr(matplotlib.axes.Axes, kind,
+                            lambda self, *a, _k=kind, _f=real, **k: (calls.append(_k), _f(self, *a, **k))[1])
+    meta = dict(prompt_len="8", new_tokens=4, limit="--max-running 4", device_name="cpu")
+    plot([row("attention", 32, 30.0, 35.0), row("rat", 32, 180.0, 340.0)], tmp_path / "bars.png", meta)
+    assert calls == ["bar", "bar", "bar"] and (tmp_path / "bars.png").stat().st_size > 0
+    calls.clear()
+    plot([row("rat", 1, 30.0, None), row("rat", 4, 80.0, None)], tmp_path / "lines.png", meta)
+    assert calls == ["plot", "plot"] and (tmp_path / "lines.png").stat().st_size > 0
+
+
 def test_bench_serve_errors(capsys):
     assert main(["bench", "serve", "--prompt-len", "9-3"]) == 2
     assert "MIN <= MAX" in capsys.readouterr().err
