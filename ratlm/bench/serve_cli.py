@@ -14,7 +14,8 @@ def register(bsub, common):
         description="Start `ratlm serve` for a model (random-weight presets by default, or --model DIR), or target "
                     "--url, and drive it with N concurrent async openai clients (streaming); prompts are slices of "
                     "the local corpus. Reports requests/s, output tokens/s, TTFT and inter-token latency p50/p99, the "
-                    "peak number of running rows and the server's peak memory. --compare serves attention, RAT and "
+                    "peak number of running rows, the server's peak memory and (from its /metrics) the decode steps' "
+                    "own tokens/s, prefill excluded. --compare serves attention, RAT and "
                     "the hybrids of the same size one after another under the same load and --cache-memory, with "
                     "ratios against attention. Writes JSON and a PNG of throughput against concurrency (bars per "
                     "target for a single concurrency: end to end and decode steps alone).")
