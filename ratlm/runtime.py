@@ -127,6 +127,24 @@ def load_tokenizer(name: str | None, model: Any = None, model_path: str | None =
     return tok
 
 
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on `device` (None when unknown)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def pack_for_cpu(model, notes: list | None = None, free: int | None = None) -> bool:
     """Mark the linear layers of `model` for packed weights in CPU inference (`ratlm.ops.linear`: faster
     decode steps, at the cost of a second copy of those weights), unless that copy would take more than
@@ -134,13 +152,12 @@ def pack_for_cpu(model, notes: list | None = None, free: int | None = None) -> b
     so. Returns whether they were marked."""
     from .layers.common import Linear, pack_linears
     from .ops.linear import can_pack, packing_enabled
-    from .train.memory import available
 
     linears = [m for m in model.modules() if isinstance(m, Linear)]
     if not linears or not packing_enabled() or not can_pack(linears[0].weight.dtype):
         return False
     size = sum(m.weight.numel() * m.weight.element_size() for m in linears)
-    free = available(torch.device("cpu")) if free is None else free
+    free = free_memory(torch.device("cpu")) if free is None else free
     if free is not None and size > free // 2:
         if notes is not None:
             notes.append(f"linear weights not packed for faster CPU decoding: the packed copy ({size / 2**30:.1f} "

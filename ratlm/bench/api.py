@@ -81,16 +81,12 @@ def default_cache_memory(device: str) -> int:
     """Half the memory available now: free CUDA memory, or MemAvailable on a Linux CPU."""
     import torch
 
-    if device.startswith("cuda"):
-        return torch.cuda.mem_get_info(torch.device(device))[0] // 2
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    raise UserError("cannot tell how much memory is available here; give --cache-memory BYTES (e.g. 4GiB)")
+    from ..runtime import free_memory
+
+    free = free_memory(torch.device(device))
+    if free is None:
+        raise UserError("cannot tell how much memory is available here; give --cache-memory BYTES (e.g. 4GiB)")
+    return free // 2
 
 
 def layer(*, preset: str | None = None, mixers: Sequence[str] | None = None, lengths: Sequence[int] | None = None,

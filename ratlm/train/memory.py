@@ -2,9 +2,9 @@
 cannot fit fails at once with one line instead of an allocator error (or the OS killing the process)."""
 from __future__ import annotations
 
-import os
-
 import torch
+
+from ..runtime import free_memory
 
 GiB = 1 << 30
 
@@ -32,27 +32,9 @@ def estimate(config, micro_batch, seq_len, bf16=False, checkpointing=False, shar
     return states, acts
 
 
-def available(device):
-    """Bytes free on `device` (None when unknown)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check(config, micro_batch, seq_len, device, bf16=False, checkpointing=False, shards=1, processes_here=1):
     """Raise ValueError when the run clearly cannot fit in the free memory of `device`."""
-    free = available(device)
+    free = free_memory(device)
     if free is None:
         return
     states, acts = estimate(config, micro_batch, seq_len, bf16, checkpointing, shards)
