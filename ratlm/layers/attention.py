@@ -153,12 +153,11 @@ class SlidingWindowAttention(Attention):
         v, q, k = self._project(x)
         filled = min(cache.max_seen + 1, n)
         if cache.uniform:
-            p, mask = cache.max_seen, None
+            p, slot, mask = cache.max_seen, cache.max_seen % n, None
         else:
-            p = cache.seen[:, None]  # (B, 1)
+            p, slot = cache.seen[:, None], cache.seen % n  # (B, 1), (B,)
             mask = (torch.arange(filled, device=x.device) <= p)[:, None, None]  # (B, 1, 1, filled)
         q, k = self._rotate(q, p), self._rotate(k, p)
-        slot = p % n if cache.uniform else p[:, 0] % n
         cache.keys = scatter_tokens(cache.keys, slot, k.transpose(1, 2))
         cache.values = scatter_tokens(cache.values, slot, v.transpose(1, 2))
         y = F.scaled_dot_product_attention(q.transpose(1, 2), cache.keys[:, :, :filled], cache.values[:, :, :filled],

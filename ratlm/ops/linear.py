@@ -7,7 +7,7 @@ and 150-210 us with the weight packed once for oneDNN (`docs/PERFORMANCE.md`). A
 through MKL's matrix-vector product, which does not repack, and gains nothing. The packed copy is a second
 copy of the weight, so it is made only for models that ask (`ratlm.layers.common.pack_linears`), and
 used only without gradients, on the CPU, outside autocast, in a dtype this CPU's oneDNN packs (float32
-everywhere; bfloat16 only with AVX512-BF16/AVX-NE-CONVERT).
+everywhere; bfloat16 only where oneDNN has the kernels: AVX512-BW/VL/DQ or AVX-NE-CONVERT).
 
 `RATLM_PACK_WEIGHTS=0` turns packing off everywhere.
 """
