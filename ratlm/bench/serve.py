@@ -12,6 +12,11 @@ output tokens per second of engine time spent decoding, prefill excluded, as the
 runs time it. `--compare` runs attention, RAT and the hybrids
 of the same size one after another under the same load and `--cache-memory`, plus `transformers
 serve` when asked and available, with ratios against attention.
+
+A concurrency level may be `fill`: for each served model, as many clients as its server admits rows at
+once (`budget_rows`: the engine's own admission rule, at the longest prompt plus `new_tokens`; with
+`--max-running N`, N), so that one command fills every variant's memory budget. Ratios pair each
+target's i-th level with attention's i-th, so fill rows are compared with fill rows.
 """
 from __future__ import annotations
 
@@ -29,7 +34,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..errors import UserError
+
 COMPARE = ["attention", "rat", "attention-swa", "rat-swa"]
+FILL = "fill"  # a --concurrency level: as many clients as the server admits rows at once
 
 
 @dataclass
@@ -233,15 +241,53 @@ def wait_ready(url, proc, timeout=300):
     raise RuntimeError(f"no answer from {url}/health after {timeout} s")
 
 
+def model_config(variant, size, model_dir=None):
+    """The config of the model a target serves: the preset's (what `save_variant` saves), or model_dir's."""
+    from ..models import RATConfig
+    from ..models.presets import preset_kwargs
+
+    if model_dir:
+        try:
+            return RATConfig.from_pretrained(model_dir)
+        except OSError as e:
+            raise UserError(f"cannot read the model config in {model_dir}: {e}") from None
+    return RATConfig(**preset_kwargs(f"{variant}-{size}"))
+
+
+def budget_rows(config, cache_memory, context_len, dtype):
+    """(rows, bytes per row): how many requests of `context_len` tokens (prompt + max_tokens) a server with
+    this `cache_memory` admits at once. Its engine admits while reserved + need <= cache_memory, with
+    need = decode_state_bytes(config, context_len, dtype) (`Engine.need`), the same for every such row."""
+    from ..models.state_size import decode_state_bytes
+
+    per_row = decode_state_bytes(config, context_len, dtype)
+    return cache_memory // per_row, per_row
+
+
+def resolve_levels(name, config, concurrencies, cache_memory, max_running, context_len, dtype):
+    """`concurrencies` with each FILL replaced by the rows this target's server admits at once (with
+    max_running, that), saying so on stderr. UserError if the budget does not hold one row."""
+    if max_running:
+        rows, how = max_running, f"--max-running {max_running}"
+    else:
+        rows, per_row = budget_rows(config, cache_memory, context_len, dtype)
+        if rows < 1:
+            raise UserError(f"--concurrency fill: {name}'s decode state for {context_len} tokens "
+                            f"({per_row / 2**20:.3g} MiB) does not fit --cache-memory "
+                            f"{cache_memory / 2**20:.3g} MiB; raise --cache-memory")
+        how = f"{cache_memory / 2**20:.3g} MiB / {per_row / 2**20:.3g} MiB per row at {context_len} tokens"
+    print(f"  {name}: {FILL} = {rows} clients ({how})", file=sys.stderr, flush=True)
+    return [rows if c == FILL else c for c in concurrencies]
+
+
 def save_variant(variant, size, folder, dtype="float32", seed=0):
     """A preset model with random weights + the byte tokenizer, saved to folder (what the server loads)."""
     import torch
 
     from ..data.tokenizer import byte_tokenizer
-    from ..models import RATConfig, RATForCausalLM
-    from ..models.presets import preset_kwargs
+    from ..models import RATForCausalLM
 
-    cfg = RATConfig(**preset_kwargs(f"{variant}-{size}"))
+    cfg = model_config(variant, size)
     torch.manual_seed(seed)
     RATForCausalLM(cfg).to(getattr(torch, dtype)).save_pretrained(folder)
     byte_tokenizer().save_pretrained(folder)
@@ -367,12 +413,15 @@ def generate_baseline(label, folder, prompts, new_tokens, device, dtype, progres
 
 
 def add_ratios(results):
-    att = {r.concurrency: r for r in results if r.target == "attention"}
-    for r in results:
-        b = None if r.baseline_of else att.get(r.concurrency)
-        r.ratio_vs_attention = r.output_tokens_per_s / b.output_tokens_per_s if b else None
-        if b and r.decode_tokens_per_s and b.decode_tokens_per_s:
-            r.decode_ratio_vs_attention = r.decode_tokens_per_s / b.decode_tokens_per_s
+    """Ratios against attention level by level: each target's i-th load against attention's i-th (the same
+    number of clients, or with `fill` each server's own); none for `generate_baseline` rows."""
+    served = [r for r in results if not r.baseline_of]
+    att = [r for r in served if r.target == "attention"]
+    for t in dict.fromkeys(r.target for r in served):
+        for r, b in zip([r for r in served if r.target == t], att):
+            r.ratio_vs_attention = r.output_tokens_per_s / b.output_tokens_per_s
+            if r.decode_tokens_per_s and b.decode_tokens_per_s:
+                r.decode_ratio_vs_attention = r.decode_tokens_per_s / b.decode_tokens_per_s
 
 
 def one_client(results):
@@ -419,7 +468,7 @@ def plot(results, png, meta):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     targets = list(dict.fromkeys(r.target for r in results))
-    if len({r.concurrency for r in results}) == 1:  # one load: bars per target (lines would be single dots)
+    if len(results) == len(targets):  # one load per target: bars (lines would be single dots)
         _bars(axes, targets, results)
     else:
         for target in targets:
@@ -444,8 +493,9 @@ def plot(results, png, meta):
 
 
 def _bars(axes, targets, results):
-    """One load (a single concurrency): output tokens/s over the wall time and, where the server reported
-    them, the decode steps' tokens/s, side by side per target; time to first token per target."""
+    """One load per target (a single concurrency, or `fill`: each labelled with its own client count): output
+    tokens/s over the wall time and, where the server reported them, the decode steps' tokens/s, side by side
+    per target; time to first token per target."""
     xs = range(len(targets))
     by = {r.target: r for r in results}
     decode = any(by[t].decode_tokens_per_s for t in targets)
@@ -464,9 +514,21 @@ def _bars(axes, targets, results):
 def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, requests, cache_memory, max_running,
         max_model_len, threads, device, dtype, corpus, api_key, with_transformers, timeout, log_path,
         progress=None, warmup=0, baseline=False):
-    """targets: variant names to serve one after another (ignored with url or model_dir); warmup: untimed
+    """targets: variant names to serve one after another (ignored with url or model_dir); concurrencies:
+    client counts and FILL (not with url; resolved per served model by `resolve_levels`); warmup: untimed
     requests sent to each target, one at a time, before its timed loads; baseline: after each served model,
     the same model without a server (`generate_baseline`, as many prompts as the first load's requests)."""
+    plan = [(model_dir, os.path.basename(os.path.normpath(model_dir)))] if model_dir else \
+        [(None, v) for v in targets]
+    served = [name for _, name in plan] + (["transformers-rat"] if with_transformers else [])
+    levels = {name: list(concurrencies) for name in served}
+    if FILL in concurrencies and not url:  # resolved before any server starts
+        from ..runtime import pick_device, pick_dtype
+
+        context, served_dtype = prompt_len[1] + new_tokens, pick_dtype(dtype, pick_device(device))
+        for name in served:  # transformers serve runs the RAT model: the same load as its ratlm server
+            cfg = model_config("rat" if name == "transformers-rat" else name, size, model_dir)
+            levels[name] = resolve_levels(name, cfg, concurrencies, cache_memory, max_running, context, served_dtype)
     text = corpus_text(corpus, need=max(1 << 20, 4 * prompt_len[1]))
     seed = iter(range(10**6))
 
@@ -479,8 +541,6 @@ def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, re
         return run_target(url, url, targets[0] if targets else "default", None, prompts_for, new_tokens,
                           concurrencies, requests, api_key, extra, timeout, progress, warmup), notes
     with tempfile.TemporaryDirectory(prefix="ratlm-bench-serve-") as tmp, open(log_path, "a") as log:
-        plan = [(model_dir, os.path.basename(os.path.normpath(model_dir)))] if model_dir else \
-            [(None, v) for v in targets]
         for folder, name in plan:
             folder = folder or save_variant(name, size, os.path.join(tmp, name), dtype or "float32")
             port = free_port()
@@ -489,11 +549,11 @@ def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, re
             try:
                 wait_ready(f"http://127.0.0.1:{port}", proc)
                 results += run_target(name, f"http://127.0.0.1:{port}", name, proc, prompts_for, new_tokens,
-                                      concurrencies, requests, None, extra, timeout, progress, warmup)
+                                      levels[name], requests, None, extra, timeout, progress, warmup)
             finally:
                 stop(proc)
             if baseline:  # after the server has stopped, so that the two never share the cores
-                n = requests or max(2 * concurrencies[0], 4)
+                n = requests or max(2 * levels[name][0], 4)
                 results.append(generate_baseline(name, folder, prompts_for(n), new_tokens, device, dtype, progress))
         if with_transformers:
             folder = model_dir or os.path.join(tmp, "rat")
@@ -504,7 +564,8 @@ def run(targets, size, url, model_dir, prompt_len, new_tokens, concurrencies, re
             try:
                 wait_transformers(f"http://127.0.0.1:{port}", proc)
                 rs = run_target("transformers-rat", f"http://127.0.0.1:{port}", folder, proc, prompts_for,
-                                new_tokens, concurrencies, requests, None, {}, timeout, progress, warmup)
+                                new_tokens, levels["transformers-rat"], requests, None, {}, timeout, progress,
+                                warmup)
                 for r in rs:
                     r.note = "transformers serve (no ignore_eos: output may stop early at EOS)"
                 results += rs

@@ -17,8 +17,10 @@ def register(bsub, common):
                     "peak number of running rows, the server's peak memory and (from its /metrics) the decode steps' "
                     "own tokens/s, prefill excluded. --compare serves attention, RAT and "
                     "the hybrids of the same size one after another under the same load and --cache-memory, with "
-                    "ratios against attention. Writes JSON and a PNG of throughput against concurrency (bars per "
-                    "target for a single concurrency: end to end and decode steps alone).")
+                    "ratios against attention (level by level). --concurrency fill gives each served model as many "
+                    "clients as its --cache-memory admits rows at once, so one command fills every variant's "
+                    "budget. Writes JSON and a PNG of throughput against concurrency (bars per target for a "
+                    "single level: end to end and decode steps alone).")
     s.add_argument("--url", help="an already running server (its model: the first of --variants)")
     s.add_argument("--model", metavar="DIR", help="serve this model directory instead of random-weight presets")
     s.add_argument("--variants", type=csv_list(str), help="presets to serve one after another (default: rat)")
@@ -26,8 +28,14 @@ def register(bsub, common):
     s.add_argument("--transformers", action="store_true",
                    help="with --compare: also `transformers serve` on the RAT model (if it runs here)")
     s.add_argument("--size", default="small", choices=["tiny", "small", "xl"], help="preset size (default small)")
-    s.add_argument("--concurrency", type=csv_list(int), default=[1, 4, 16], help="comma list (default 1,4,16)")
-    s.add_argument("--requests", type=int, help="requests per concurrency level (default: 2 x concurrency, >= 4)")
+    s.add_argument("--concurrency", default="1,4,16", metavar="N,...|fill",
+                   help="concurrent clients per load, comma-separated (default 1,4,16); `fill`: per served model, "
+                        "as many as its server admits rows at once: --cache-memory over one row's decode state at "
+                        "the longest prompt + --new-tokens (prompt characters counted as tokens, as with the "
+                        "presets' byte tokenizer; for a --model with another tokenizer, an upper bound), or "
+                        "--max-running; not with --url")
+    s.add_argument("--requests", type=int,
+                   help="requests per concurrency level (default: 2 x its number of clients, >= 4)")
     s.add_argument("--prompt-len", default="512", metavar="N|MIN-MAX",
                    help="prompt length in characters (= tokens with the byte tokenizer), or a range (default 512)")
     s.add_argument("--new-tokens", type=int, default=64, help="output tokens per request (default 64)")
@@ -54,6 +62,17 @@ def _parse_range(text):
     return lo, hi
 
 
+def _parse_concurrency(text):
+    """--concurrency: positive integers and `fill`, comma-separated."""
+    try:
+        levels = [v.strip() if v.strip() == "fill" else int(v) for v in text.split(",")]
+    except ValueError:
+        levels = []
+    if not levels or any(v != "fill" and v < 1 for v in levels):
+        raise UserError(f"--concurrency takes positive integers or fill, comma-separated, got {text!r}")
+    return levels
+
+
 def _run(args):
     from ..options import parse_bytes
     from . import serve as bs
@@ -61,11 +80,15 @@ def _run(args):
 
     device = _setup(args.device, args.threads, args.warmup, 1)
     prompt_len = _parse_range(args.prompt_len)
-    if args.new_tokens < 1 or any(c < 1 for c in args.concurrency) or (args.requests is not None and args.requests < 1):
-        raise UserError("--new-tokens, --concurrency and --requests must be >= 1")
+    concurrency = _parse_concurrency(args.concurrency)
+    if args.new_tokens < 1 or (args.requests is not None and args.requests < 1):
+        raise UserError("--new-tokens and --requests must be >= 1")
     cache_memory = None if args.max_running else parse_bytes(args.cache_memory)
     if args.generate_baseline and args.url:
         raise UserError("--generate-baseline needs the model here: use --variants or --model, not --url")
+    if "fill" in concurrency and args.url:
+        raise UserError("--concurrency fill needs the model here (its rows per --cache-memory): use --variants "
+                        "or --model, or give --url a number of clients")
     if args.model and not os.path.isdir(args.model):
         raise UserError(f"no such model directory: {args.model}")
     variants = args.variants or (bs.COMPARE if args.compare else ["rat"])
@@ -84,14 +107,14 @@ def _run(args):
               f"{r.completed}/{r.requests} done", file=sys.stderr, flush=True)
 
     results, notes = bs.run(variants, args.size, args.url, args.model, prompt_len, args.new_tokens,
-                            args.concurrency, args.requests, cache_memory, args.max_running,
+                            concurrency, args.requests, cache_memory, args.max_running,
                             prompt_len[1] + args.new_tokens, args.threads, args.device, args.dtype, args.corpus,
                             args.api_key, args.transformers and args.compare, args.timeout, log, show,
                             warmup=args.warmup, baseline=args.generate_baseline)
     bs.add_ratios(results)
     limit = f"--max-running {args.max_running}" if args.max_running else f"--cache-memory {args.cache_memory}"
     meta = _meta(device, args.warmup, None, None, size=args.size, prompt_len=args.prompt_len,
-                 new_tokens=args.new_tokens, limit=limit,
+                 new_tokens=args.new_tokens, concurrency=args.concurrency, limit=limit,
                  dtype=args.dtype or "auto", notes=notes, server_log=log)
     print(f"# {meta['device_name']}, torch {meta['torch']}, {args.size} models, prompts {args.prompt_len} chars, "
           f"{args.new_tokens} new tokens, {limit}")
@@ -100,7 +123,7 @@ def _run(args):
     for name, ratio in bs.summary_ratios(results).items():
         if name != "attention":
             also = (f"; decode steps alone (prefill excluded): {decode[name]:.2f}x" if name in decode else "")
-            print(f"{name}: {ratio:.2f}x attention's output tokens/s (mean over concurrencies){also}")
+            print(f"{name}: {ratio:.2f}x attention's output tokens/s (mean over concurrency levels){also}")
     for line in bs.one_client(results):
         print(line)
     for note in notes:
